@@ -1,0 +1,32 @@
+# orchestrator: make venv | make test | make demo | make bench
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv test test-fast demo bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,fleet]'
+	touch $@
+
+# The README's test command: the whole suite, real Orthanc and systemd included.
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider
+
+# Unit tests only (no Orthanc, no systemd): seconds.
+test-fast: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+demo: venv
+	$(PY) demo/demo.py
+
+bench: venv
+	$(PY) bench/replicate.py
+	$(PY) bench/upgrade.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

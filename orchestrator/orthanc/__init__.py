@@ -1,0 +1,1 @@
+"""Everything the tool knows about Orthanc: config, index, binary, REST, storage."""
