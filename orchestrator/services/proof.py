@@ -1,0 +1,192 @@
+"""Find the service's processes, and prove that a stopped service really stopped.
+
+A manager's word is not enough: a unit can be "inactive" while a process it
+lost track of still holds the index. The proof is two facts read from the
+system: no live process of the target's binary names the target's config, and
+the SQLite index opens read-only (a running Orthanc holds it with
+LOCKING_MODE=EXCLUSIVE, so a read-only open fails with "locked").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from orchestrator.errors import ServiceError
+from orchestrator.host.clock import Clock
+from orchestrator.orthanc.index import index_is_locked
+from orchestrator.services.base import ServiceTarget, wait_for
+
+
+@dataclass(frozen=True)
+class OrthancProcess:
+    """A live process of an Orthanc binary, as seen in the process table."""
+
+    pid: int
+    cmdline: tuple[str, ...]
+    config: str | None  # the config argument (last positional), resolved against its cwd
+    arguments: tuple[str, ...] = ()  # every positional argument, resolved
+
+    def runs(self, config: Path | str) -> bool:
+        return _norm(str(config)) in self.arguments
+
+    def describe(self) -> str:
+        return f"PID {self.pid} ({' '.join(self.cmdline)[:160]})"
+
+
+def _norm(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path)).rstrip("/\\") or "/"
+
+
+def _binary_names(binary: Path) -> set[str]:
+    names = {Path(binary).name, Path(os.path.realpath(binary)).name}
+    return {os.path.normcase(n) for n in names if n}
+
+
+def _proc_binary_names(proc: psutil.Process, cmdline: list[str]) -> set[str]:
+    names = set()
+    if cmdline:
+        names.add(os.path.normcase(Path(cmdline[0]).name))
+    try:
+        exe = proc.exe()
+    except (psutil.Error, OSError):
+        exe = ""
+    if exe:
+        # A package upgrade replaces the binary under a running process.
+        exe = exe.removesuffix(" (deleted)")
+        names.add(os.path.normcase(Path(exe).name))
+    return names
+
+
+def _positional_paths(proc: psutil.Process, cmdline: list[str]) -> list[str]:
+    """The non-option arguments, made absolute against the process's cwd.
+
+    Orthanc takes its configuration as its (last) positional argument; a
+    wrapper (`python3 -c CODE CONFIG`) still names it among its arguments.
+    """
+    out = []
+    cwd: str | None = None
+    for arg in cmdline[1:]:
+        if arg.startswith("-") or not arg:
+            continue
+        if os.path.isabs(arg):
+            out.append(_norm(arg))
+            continue
+        if cwd is None:
+            try:
+                cwd = proc.cwd()
+            except (psutil.Error, OSError):
+                cwd = ""
+        if cwd:
+            # Windows: OrthancService.exe runs `Orthanc.exe ... Configuration` from the install folder.
+            out.append(_norm(os.path.join(cwd, arg)))
+    return out
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def orthanc_processes(binary: Path) -> list[tuple[psutil.Process, OrthancProcess]]:
+    """Every live process whose program is named like `binary` (any config)."""
+    wanted = _binary_names(binary)
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            cmdline = proc.cmdline()
+        except (psutil.Error, OSError):
+            continue
+        if not cmdline or not (_proc_binary_names(proc, cmdline) & wanted) or not _alive(proc):
+            continue
+        paths = _positional_paths(proc, cmdline)
+        found.append((proc, OrthancProcess(proc.pid, tuple(cmdline), paths[-1] if paths else None,
+                                           tuple(paths))))
+    return found
+
+
+def service_processes(target: ServiceTarget) -> list[OrthancProcess]:
+    """The live processes of the target: its binary, started with its config."""
+    return [info for _, info in orthanc_processes(target.binary) if info.runs(target.config)]
+
+
+def other_instances(target: ServiceTarget) -> list[OrthancProcess]:
+    """Live processes of the same binary with another config (another Orthanc on this host)."""
+    return [info for _, info in orthanc_processes(target.binary) if not info.runs(target.config)]
+
+
+def is_service_process(pid: int, target: ServiceTarget) -> bool:
+    """True when `pid` is alive and is the target's binary started with its config."""
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+    except (psutil.Error, OSError):
+        return False
+    if not cmdline or not _alive(proc):
+        return False
+    return bool(_proc_binary_names(proc, cmdline) & _binary_names(target.binary)) and \
+        _norm(str(target.config)) in _positional_paths(proc, cmdline)
+
+
+@dataclass(frozen=True)
+class StopProof:
+    """What was checked to call the service stopped."""
+
+    processes: tuple[OrthancProcess, ...]
+    index_locked: bool | None  # None: no index to check
+
+    @property
+    def stopped(self) -> bool:
+        return not self.processes and not self.index_locked
+
+    def detail(self) -> str:
+        parts = []
+        if self.processes:
+            parts.append("still alive: " + ", ".join(p.describe() for p in self.processes))
+        else:
+            parts.append("no process of the binary with this config")
+        if self.index_locked is None:
+            parts.append("no index to check")
+        elif self.index_locked:
+            parts.append("the SQLite index is still locked by a process")
+        else:
+            parts.append("the SQLite index opens read-only")
+        return "; ".join(parts)
+
+
+def observe_stop(target: ServiceTarget) -> StopProof:
+    """Check once: the target's processes and the index lock."""
+    locked = None
+    if target.index_dir is not None:
+        locked = index_is_locked(target.index_dir)
+    return StopProof(tuple(service_processes(target)), locked)
+
+
+def prove_stopped(target: ServiceTarget, clock: Clock, *, manager: str, grace: float = 5.0) -> StopProof:
+    """Return the proof once the target is really stopped; raise ServiceError after `grace`.
+
+    The grace covers a process that is exiting (releasing the index) at the
+    moment the manager reports it gone; a process that lingers past it is an
+    error, not a success.
+    """
+    last: list[StopProof] = []
+
+    def probe() -> StopProof | None:
+        proof = observe_stop(target)
+        last.append(proof)
+        return proof if proof.stopped else None
+
+    proof = wait_for(clock, grace, probe)
+    if proof is not None:
+        return proof
+    seen = last[-1]
+    raise ServiceError(
+        f"{manager} reports {target.name} stopped, but it is not: {seen.detail()}",
+        hint=f"find and stop the process yourself (e.g. kill {seen.processes[0].pid}), then retry"
+        if seen.processes else "another process holds the index: find it with `fuser` or `lsof` "
+        f"on {target.index_dir}")

@@ -1,0 +1,96 @@
+"""Proof of stop: a manager that says "stopped" while the process lingers or the index is locked."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import Completed, ServiceError
+from orchestrator.host.clock import FakeClock
+from orchestrator.host.runner import FakeRunner
+from orchestrator.services import proof
+from orchestrator.services.base import ServiceTarget
+from orchestrator.services.systemd import PROPERTIES, SystemdManager
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "systemctl"
+SLEEPER = "import time; time.sleep(120)"
+
+
+@pytest.fixture
+def lingering(tmp_path):
+    """A real process of `python3` whose arguments name a config file, like an Orthanc would."""
+    config = tmp_path / "orthanc.json"
+    config.write_text("{}")
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPER, str(config)])
+    yield proc, config
+    proc.kill()
+    proc.wait(10)
+
+
+def _target(config: Path, **kw) -> ServiceTarget:
+    return ServiceTarget(name="orthanc", binary=Path(sys.executable), config=config, **kw)
+
+
+def test_processes_are_found_by_binary_and_config(lingering, tmp_path):
+    proc, config = lingering
+    found = proof.service_processes(_target(config))
+    assert [p.pid for p in found] == [proc.pid]
+    assert found[0].config == str(config.resolve())
+    assert proof.is_service_process(proc.pid, _target(config))
+    other = _target(tmp_path / "other.json")
+    assert proof.service_processes(other) == []
+    assert proc.pid in [p.pid for p in proof.other_instances(other)]
+    assert not proof.is_service_process(proc.pid, other)
+
+
+def test_relative_config_resolves_against_the_process_cwd(tmp_path):
+    (tmp_path / "Configuration").mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPER, "--logdir=Logs", "Configuration"],
+                            cwd=tmp_path)
+    try:
+        assert [p.pid for p in proof.service_processes(_target(tmp_path / "Configuration"))] == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_manager_says_stopped_but_the_process_lingers(lingering):
+    proc, config = lingering
+    show = ("systemctl", "show", "-p", ",".join(PROPERTIES), "orthanc.service")
+    runner = FakeRunner({
+        show: Completed((), 0, (DATA / "inactive.txt").read_text(), ""),
+        ("journalctl", "-u", "orthanc.service", "-n", "10", "--no-pager", "-o", "cat"): Completed((), 0),
+    })
+    mgr = SystemdManager(_target(config), runner, FakeClock(), proof_grace=3)
+    with pytest.raises(ServiceError) as err:
+        mgr.stop(timeout=30)
+    assert "reports orthanc stopped, but it is not" in err.value.message
+    assert f"PID {proc.pid}" in err.value.message and f"kill {proc.pid}" in err.value.hint
+
+
+def test_a_locked_index_fails_the_proof(tmp_path):
+    index_dir = tmp_path / "db"
+    index_dir.mkdir()
+    con = sqlite3.connect(index_dir / "index")
+    con.execute("PRAGMA locking_mode=EXCLUSIVE")
+    con.execute("CREATE TABLE t (x)")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.commit()  # the exclusive lock stays, as in a running Orthanc
+    target = _target(tmp_path / "none.json", index_dir=index_dir)
+    try:
+        with pytest.raises(ServiceError) as err:
+            proof.prove_stopped(target, FakeClock(), manager="test", grace=1)
+        assert "index is still locked" in err.value.message
+    finally:
+        con.close()
+    ok = proof.prove_stopped(target, FakeClock(), manager="test", grace=1)
+    assert ok.stopped and "opens read-only" in ok.detail()
+
+
+def test_proof_without_index():
+    ok = proof.prove_stopped(_target(Path("/nonexistent/c.json")), FakeClock(), manager="t", grace=0)
+    assert ok.index_locked is None and "no index to check" in ok.detail()
