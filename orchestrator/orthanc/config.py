@@ -1,0 +1,513 @@
+"""Read an Orthanc configuration exactly as Orthanc 1.10 does, and the values the tool needs.
+
+The steps, in Orthanc's order (OrthancConfiguration.cpp, checked against 1.10.1):
+1. The argument is a file, or a folder whose every `*.json` file (case-insensitive,
+   hidden files too, not recursive) is read; the same top-level key in two files
+   is fatal ("is defined in 2 different configuration files").
+2. `${VAR}`, `${VAR:-default}`, `${VAR:-"default"}` and `${VAR:-'default'}` are
+   substituted in the raw text, comments included, before parsing. An undefined
+   variable becomes "" silently; a defined but empty one is used as is (the
+   default is not taken); `${}` stops Orthanc with "Internal error".
+3. The text is parsed by JsonCpp's rules (see jsonc.py); the root must be an object.
+4. Relative paths resolve against the folder given, or the config file's folder.
+
+Wrong types for the options read here stop Orthanc at start-up, so they are bad
+input (exit 2) here too, named by file, line and column.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.errors import InputError
+from orchestrator.orthanc import jsonc
+
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a configuration is kilobytes; refuse to slurp a disk image
+
+# Orthanc's own pattern (Toolbox::SubstituteVariables), alternatives in the same order.
+_VARIABLE = re.compile(r"""\$\{([^:]*?)\}|\$\{([^:]*?):-([^'"]*?)\}"""
+                       r"""|\$\{([^:]*?):-"([^"]*?)"\}|\$\{([^:]*?):-'([^']*?)'\}""")
+
+# Index/storage plugins: their section and the backend name they provide.
+BACKEND_SECTIONS = {"PostgreSQL": "postgresql", "MySQL": "mysql", "Odbc": "odbc"}
+# Object-storage plugins take over storage whenever loaded with their section present.
+OBJECT_STORAGE_SECTIONS = {"AwsS3Storage": ("aws-s3", "awss3"),
+                           "GoogleCloudStorage": ("google-cloud", "googlecloud"),
+                           "AzureBlobStorage": ("azure-blob", "azureblob")}
+PLUGIN_SUFFIXES = (".so", ".dll", ".dylib")
+
+
+class ConfigSyntaxError(InputError):
+    """A configuration file Orthanc would refuse, with the place as data."""
+
+    def __init__(self, file: Path, line: int, column: int, message: str, hint: str):
+        super().__init__(f"{file}, line {line}, column {column}: {message}", hint)
+        self.file = file
+        self.line = line
+        self.column = column
+
+
+@dataclass(frozen=True)
+class OrthancConfig:
+    """The effective configuration: merged values plus the facts the tool needs."""
+
+    path: Path  # what was given (file or folder), absolute
+    files: tuple[Path, ...]  # JSON files read, in order
+    values: dict = field(repr=False)  # merged top-level values: holds secrets, never print whole
+    warnings: tuple[str, ...]
+    storage_dir: Path
+    index_dir: Path
+    compression: bool
+    store_md5: bool
+    index_backend: str  # "sqlite" | "postgresql" | "mysql" | "odbc"
+    storage_backend: str  # "filesystem" | "postgresql" | "mysql" | "odbc" | "aws-s3" | ...
+    http_port: int
+    ssl: bool
+    remote_access: bool
+    auth_enabled: bool  # effective: AuthenticationEnabled, else on when remote access is on
+    registered_users: tuple[str, ...]  # names only
+    max_storage_size: int  # MB, 0 = unlimited
+    max_patient_count: int  # 0 = unlimited
+    plugins: tuple[str, ...]  # the Plugins entries, resolved
+    http_enabled: bool = True
+    plugin_files: tuple[Path, ...] = ()  # shared libraries found in `plugins`
+    disabled_backends: tuple[str, ...] = ()  # "PostgreSQL" or "PostgreSQL.EnableIndex" not exactly true
+    max_storage_mode: str | None = None  # MaximumStorageMode (Orthanc >= 1.11.2), if set
+    defined_in: dict = field(default_factory=dict, repr=False, compare=False)  # key -> Path
+
+    def file_defining(self, key: str) -> Path | None:
+        """Return the file that sets top-level `key`, or None when it is left at its default."""
+        return self.defined_in.get(key)
+
+    @property
+    def local_url(self) -> str:
+        """The URL of this Orthanc on the local host."""
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.http_port}"
+
+    def to_dict(self) -> dict:
+        """JSON-safe facts; user names but never passwords, no raw values."""
+        keys = ("StorageDirectory", "IndexDirectory", "RegisteredUsers", "Plugins", "HttpPort")
+        return {
+            "path": str(self.path), "files": [str(f) for f in self.files],
+            "storage_dir": str(self.storage_dir), "index_dir": str(self.index_dir),
+            "index_backend": self.index_backend, "storage_backend": self.storage_backend,
+            "compression": self.compression, "store_md5": self.store_md5,
+            "http_enabled": self.http_enabled, "http_port": self.http_port, "ssl": self.ssl,
+            "remote_access": self.remote_access, "auth_enabled": self.auth_enabled,
+            "registered_users": list(self.registered_users), "local_url": self.local_url,
+            "max_storage_size": self.max_storage_size, "max_patient_count": self.max_patient_count,
+            "max_storage_mode": self.max_storage_mode,
+            "plugins": list(self.plugins), "plugin_files": [str(p) for p in self.plugin_files],
+            "disabled_backends": list(self.disabled_backends),
+            "defined_in": {k: str(self.defined_in[k]) for k in keys if k in self.defined_in},
+            "warnings": list(self.warnings),
+        }
+
+
+# -- variable substitution ----------------------------------------------------------
+@dataclass
+class _Substituted:
+    text: str
+    spans: list[tuple[int, int, int, int]]  # (out_start, out_end, raw_start, raw_end)
+    undefined: list[tuple[str, int, int]]  # (name, raw offset, out offset)
+
+    def raw_offset(self, offset: int) -> int:
+        """Map an offset in the substituted text back to the file's text."""
+        i = bisect.bisect_right([s[0] for s in self.spans], offset) - 1
+        if i < 0:
+            return offset
+        out_start, out_end, raw_start, raw_end = self.spans[i]
+        return raw_start if offset < out_end else raw_end + (offset - out_end)
+
+
+def _substitute(raw: str, environ: Mapping[str, str], file: Path) -> _Substituted:
+    pieces: list[str] = []
+    spans: list[tuple[int, int, int, int]] = []
+    undefined: list[tuple[str, int, int]] = []
+    pos = out = 0
+    for m in _VARIABLE.finditer(raw):
+        pieces.append(raw[pos:m.start()])
+        out += m.start() - pos
+        simple, n2, d2, n3, d3, n4, d4 = m.groups()
+        name = simple or n2 or n3 or n4
+        if not name:
+            line, col = jsonc.line_col(raw, m.start())
+            raise ConfigSyntaxError(file, line, col, f"{m.group()!r} has no variable name",
+                                    "Orthanc stops with 'Internal error' on it: name the variable")
+        default = None if simple else (d2 if n2 else d3 if n3 else d4)
+        if name in environ:
+            value = environ[name]
+        else:
+            value = default or ""
+            if default is None:
+                undefined.append((name, m.start(), out))
+        pieces.append(value)
+        spans.append((out, out + len(value), m.start(), m.end()))
+        out += len(value)
+        pos = m.end()
+    if not spans:
+        return _Substituted(raw, [], [])
+    pieces.append(raw[pos:])
+    return _Substituted("".join(pieces), spans, undefined)
+
+
+# -- one file -------------------------------------------------------------------------
+@dataclass
+class _Source:
+    path: Path
+    raw: str
+    sub: _Substituted
+    doc: jsonc.Document
+
+    def where(self, offset: int) -> tuple[int, int]:
+        return jsonc.line_col(self.raw, self.sub.raw_offset(offset))
+
+    def place(self, offset: int) -> str:
+        line, col = self.where(offset)
+        return f"{self.path}, line {line}, column {col}"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{path} is {size} bytes: too large for an Orthanc configuration",
+                             hint="point to the configuration file or folder")
+        data = path.read_bytes()
+    except PermissionError as exc:
+        raise InputError(f"cannot read {path}: permission denied",
+                         hint="run as root or as the user Orthanc runs as") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}",
+                         hint="check the configuration path") from exc
+    if data.startswith(b"\xef\xbb\xbf"):  # JsonCpp skips a UTF-8 BOM
+        data = data[3:]
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _read_file(path: Path, environ: Mapping[str, str], warnings: list[str]) -> _Source:
+    raw = _read_text(path)
+    sub = _substitute(raw, environ, path)
+    try:
+        doc = jsonc.parse(sub.text)
+    except jsonc.JsonSyntaxError as exc:
+        line, col = jsonc.line_col(raw, sub.raw_offset(exc.offset))
+        hint = ("Orthanc passes such text through unchanged, but the tool does not guess what "
+                "it means: save the file as UTF-8" if exc.orthanc_accepts else
+                "Orthanc refuses this file too (\"does not follow the JSON syntax\"): fix it")
+        raise ConfigSyntaxError(path, line, col, exc.message, hint) from None
+    src = _Source(path, raw, sub, doc)
+    if not isinstance(doc.value, dict):
+        line, col = src.where(doc.start)
+        raise ConfigSyntaxError(path, line, col, "the configuration must be a JSON object { ... }",
+                                "Orthanc refuses any other JSON value")
+    for name, raw_offset, out_offset in sub.undefined:
+        if not doc.in_comment(out_offset):
+            line, _ = jsonc.line_col(raw, raw_offset)
+            warnings.append(f"{path}, line {line}: ${{{name}}} is not set in the environment: "
+                            "Orthanc substitutes an empty string")
+    for dup in doc.duplicates:
+        first, _ = src.where(dup.first_offset)
+        line, _ = src.where(dup.offset)
+        where = ".".join(str(p) for p in dup.path + (dup.key,))
+        warnings.append(f"{path}, line {line}: \"{where}\" is set again (first at line {first}): "
+                        "Orthanc uses this last one")
+    if doc.trailing is not None:
+        line, _ = src.where(doc.trailing)
+        warnings.append(f"{path}, line {line}: text after the closing '}}' is ignored by Orthanc")
+    return src
+
+
+
+def _config_files(given: Path) -> tuple[tuple[Path, ...], Path]:
+    """Return the files Orthanc reads for `given` and the folder relative paths start from."""
+    try:
+        is_dir = given.is_dir()
+        exists = is_dir or given.exists()
+    except OSError as exc:
+        raise InputError(f"cannot access {given}: {exc.strerror or exc}",
+                         hint="check the configuration path and its permissions") from exc
+    if not exists:
+        raise InputError(f"no Orthanc configuration at {given}",
+                         hint="give the configuration file or folder Orthanc is started with")
+    if not is_dir:
+        return (given,), given.parent
+    try:
+        files = sorted(p for p in given.iterdir()
+                       if p.name.lower().endswith(".json") and not p.is_dir())
+    except OSError as exc:
+        raise InputError(f"cannot list {given}: {exc.strerror or exc}",
+                         hint="run as root or as the user Orthanc runs as") from exc
+    if not files:
+        raise InputError(f"no *.json file in {given}",
+                         hint="Orthanc would start on built-in defaults: give the right folder")
+    return tuple(files), given
+
+
+# -- loading --------------------------------------------------------------------------
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> OrthancConfig:
+    """Read a configuration file or folder as Orthanc does; InputError if Orthanc would refuse it."""
+    env = os.environ if environ is None else environ
+    given = Path(os.path.abspath(os.fspath(path)))
+    files, base = _config_files(given)
+    warnings: list[str] = []
+    merged: dict = {}
+    origin: dict[str, tuple[_Source, int]] = {}  # key -> (source, offset of its final value)
+    for file in files:
+        src = _read_file(file, env, warnings)
+        final = {m.key: m for m in src.doc.members}  # the last one of each key wins
+        for key, member in final.items():
+            if key in origin:
+                other, other_offset = origin[key]
+                raise InputError(
+                    f"\"{key}\" is defined in both {other.place(other_offset)} and "
+                    f"{src.place(member.key_offset)}",
+                    hint="Orthanc refuses this (\"defined in 2 different configuration files\"): "
+                         "keep the key in one file")
+            origin[key] = (src, member.value_start)
+        merged.update(src.doc.value)  # type: ignore[arg-type]
+    return _Reader(merged, origin, base, warnings).build(given, files)
+
+
+class _Reader:
+    """Typed access to the merged values, with errors that name the place."""
+
+    def __init__(self, values: dict, origin: dict, base: Path, warnings: list[str]):
+        self.values = values
+        self.origin = origin
+        self.base = base
+        self.warnings = warnings
+
+    def place(self, key: str) -> str:
+        src, offset = self.origin[key]
+        return src.place(offset)
+
+    def bad(self, key: str, expected: str, hint: str = "Orthanc refuses to start with it") -> InputError:
+        value = self.values[key]
+        src, offset = self.origin[key]
+        line, col = src.where(offset)
+        return ConfigSyntaxError(src.path, line, col,
+                                 f"\"{key}\" must be {expected}, not {_json_type(value)}", hint)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        if key not in self.values:
+            return default
+        if not isinstance(self.values[key], bool):
+            raise self.bad(key, "true or false")
+        return self.values[key]
+
+    def string(self, key: str, default: str) -> str:
+        if key not in self.values:
+            return default
+        value = self.values[key]
+        if not isinstance(value, str):
+            raise self.bad(key, "a string")
+        return value
+
+    def path(self, key: str, value: str) -> Path:
+        if "\x00" in value:
+            raise self.bad(key, "a path without NUL characters")
+        if value.startswith("~"):
+            self.warnings.append(f"{self.place(key)}: \"{key}\" starts with '~': Orthanc does not "
+                                 f"expand it (it is a folder named '~' under {self.base})")
+        # No normalisation: Orthanc joins the strings, and '..' after a symlink is not lexical.
+        return self.base / value
+
+    def port(self, key: str, default: int) -> int:
+        value = self.values.get(key, default)
+        if not _is_int(value):
+            raise self.bad(key, "an integer")
+        if not 1 <= value <= 65535:
+            raise self.bad(key, "a port number from 1 to 65535",
+                           "Orthanc fails or truncates it to 16 bits")
+        return value
+
+    def limit(self, key: str) -> int:
+        value = self.values.get(key, 0)
+        if _is_int(value) and 0 <= value < 2 ** 63:
+            return value
+        self.warnings.append(f"{self.place(key)}: \"{key}\" must be a non-negative integer, not "
+                             f"{_json_type(value)}: Orthanc logs an error and applies no limit")
+        return 0
+
+    def users(self) -> tuple[str, ...]:
+        if "RegisteredUsers" not in self.values:
+            return ()
+        users = self.values["RegisteredUsers"]
+        if not isinstance(users, dict):
+            raise self.bad("RegisteredUsers", "an object {\"user\": \"password\"}")
+        for name, password in users.items():
+            if not isinstance(password, (str, int, float, bool)):
+                self.warnings.append(f"{self.place('RegisteredUsers')}: the password of user "
+                                     f"\"{name}\" is {_json_type(password)}, not a string")
+        return tuple(users)
+
+    def plugins(self) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+        if "Plugins" not in self.values:
+            return (), ()
+        entries = self.values["Plugins"]
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise self.bad("Plugins", "a list of strings", "Orthanc refuses to start with it "
+                           "(\"Badly formatted list of strings\")")
+        resolved = tuple(str(self.path("Plugins", e)) for e in entries)
+        return resolved, _plugin_files(resolved, self.warnings, self.place("Plugins"))
+
+    def backends(self, plugin_files: tuple[Path, ...]) -> tuple[str, str, tuple[str, ...]]:
+        index, storage = "sqlite", "filesystem"
+        disabled: list[str] = []
+        for section, backend in BACKEND_SECTIONS.items():
+            if section not in self.values:
+                continue
+            body = self.values[section]
+            if not isinstance(body, dict):
+                self.warnings.append(f"{self.place(section)}: \"{section}\" is not an object: "
+                                     f"the {backend} plugin ignores it")
+                disabled.append(section)
+                continue
+            enabled = flagged = False
+            for flag in ("EnableIndex", "EnableStorage"):
+                value = body.get(flag, False)
+                if value is True:
+                    enabled = True
+                    current = index if flag == "EnableIndex" else storage
+                    if current not in ("sqlite", "filesystem"):
+                        self.warnings.append(
+                            f"{self.place(section)}: {section}.{flag} is true but {current} "
+                            "already provides it: Orthanc refuses to start if both plugins load")
+                        continue
+                    if flag == "EnableIndex":
+                        index = backend
+                    else:
+                        storage = backend
+                elif value is not False:
+                    flagged = True
+                    disabled.append(f"{section}.{flag}")
+                    self.warnings.append(
+                        f"{self.place(section)}: {section}.{flag} is {_json_type(value)} "
+                        f"{json.dumps(value)[:40]}, not true: Orthanc does not use {section} for "
+                        f"the {'index' if flag == 'EnableIndex' else 'storage'}")
+            if not enabled and not flagged:
+                disabled.append(section)
+                self.warnings.append(
+                    f"{self.place(section)}: a \"{section}\" section is present but neither "
+                    "EnableIndex nor EnableStorage is true: Orthanc uses SQLite and the filesystem")
+        names = [p.name.lower() for p in plugin_files]
+        for section, (backend, marker) in OBJECT_STORAGE_SECTIONS.items():
+            if section not in self.values:
+                continue
+            if any(marker in n for n in names):
+                if storage == "filesystem":
+                    storage = backend
+            else:
+                self.warnings.append(f"{self.place(section)}: a \"{section}\" section is present "
+                                     "but no matching plugin was found in Plugins")
+        return index, storage, tuple(disabled)
+
+    def build(self, given: Path, files: tuple[Path, ...]) -> OrthancConfig:
+        storage_str = self.string("StorageDirectory", "OrthancStorage")
+        remote = self.boolean("RemoteAccessAllowed", False)
+        plugins, plugin_files = self.plugins()
+        index_backend, storage_backend, disabled = self.backends(plugin_files)
+        mode = self.values.get("MaximumStorageMode")
+        facts = dict(
+            storage_dir=self.path("StorageDirectory", storage_str),
+            index_dir=self.path("IndexDirectory", self.string("IndexDirectory", storage_str)),
+            compression=self.boolean("StorageCompression", False),
+            store_md5=self.boolean("StoreMD5ForAttachments", True),
+            index_backend=index_backend, storage_backend=storage_backend,
+            http_port=self.port("HttpPort", 8042), ssl=self.boolean("SslEnabled", False),
+            remote_access=remote, auth_enabled=self.boolean("AuthenticationEnabled", remote),
+            registered_users=self.users(),
+            max_storage_size=self.limit("MaximumStorageSize"),
+            max_patient_count=self.limit("MaximumPatientCount"),
+            plugins=plugins, http_enabled=self.boolean("HttpServerEnabled", True),
+            plugin_files=plugin_files, disabled_backends=disabled,
+            max_storage_mode=mode if isinstance(mode, str) else None)
+        # Built last: reading the values above adds warnings.
+        return OrthancConfig(path=given, files=files, values=self.values,
+                             warnings=tuple(self.warnings),
+                             defined_in={key: src.path for key, (src, _) in self.origin.items()},
+                             **facts)
+
+
+def _plugin_files(entries: tuple[str, ...], warnings: list[str], place: str) -> tuple[Path, ...]:
+    found: list[Path] = []
+    for entry in entries:
+        p = Path(entry)
+        try:
+            if p.is_dir():
+                found += sorted(f for f in p.iterdir()
+                                if f.name.lower().endswith(PLUGIN_SUFFIXES) and not f.is_dir())
+            elif p.exists():
+                found.append(p)
+            else:
+                warnings.append(f"{place}: plugin path {entry} does not exist")
+        except OSError as exc:
+            warnings.append(f"{place}: cannot list plugin path {entry}: {exc.strerror or exc}")
+    return tuple(found)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a Boolean"
+    if isinstance(value, int):
+        return f"the integer {value}" if abs(value) < 10 ** 12 else "an integer"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+# -- rewriting ------------------------------------------------------------------------
+def set_string_value(text: str, key: str, new_value: str) -> str:
+    """Return `text` with the string value of top-level `key` replaced; every other byte kept.
+
+    Comments, formatting and trailing commas are preserved. If the key is set
+    twice, the last one (the one Orthanc uses) is replaced; a value written with
+    `${VAR}` is replaced whole. Raise InputError if the key is not set at the top
+    level or its value is not a string literal. To keep every byte of a file,
+    read it with encoding="utf-8", errors="surrogateescape", newline="" and write
+    it back the same way.
+    """
+    if "\x00" in new_value or _has_surrogates(new_value):
+        raise InputError(f"cannot set \"{key}\": the new value has a NUL or non-UTF-8 character",
+                         hint="use a plain path")
+    # Variables are replaced by as many digits, so offsets stay those of the text.
+    masked = _VARIABLE.sub(lambda m: "0" * len(m.group()), text)
+    start = 1 if masked.startswith("\ufeff") else 0
+    try:
+        doc = jsonc.parse(masked, start)
+    except jsonc.JsonSyntaxError as exc:
+        line, col = jsonc.line_col(text, exc.offset)
+        raise InputError(f"cannot set \"{key}\": the configuration does not parse at line {line}, "
+                         f"column {col}: {exc.message}", hint="fix the file first") from None
+    members = [m for m in doc.members if m.key == key] if isinstance(doc.value, dict) else []
+    if not members:
+        raise InputError(f"cannot set \"{key}\": it is not set at the top level of this file",
+                         hint="add it by hand, or point to the file that defines it")
+    member = members[-1]
+    if not member.is_string:
+        line, col = jsonc.line_col(text, member.value_start)
+        raise InputError(f"cannot set \"{key}\": its value at line {line}, column {col} "
+                         "is not a string literal", hint="make it a \"...\" string first")
+    literal = json.dumps(new_value, ensure_ascii=False)
+    return text[:member.value_start] + literal + text[member.value_end:]
+
+
+def _has_surrogates(s: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in s)
