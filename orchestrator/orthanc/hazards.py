@@ -1,0 +1,186 @@
+"""The hazard table: what in a configuration, an index and a binary makes an upgrade unsafe.
+
+`assess` is pure: facts in, hazards out, blockers first. Each code is a stable
+string documented in docs/inspect.md; preflight refuses on any BLOCKER.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from orchestrator.orthanc.binary import OrthancVersion, expected_schema, schema_is_known
+from orchestrator.orthanc.config import OrthancConfig
+from orchestrator.orthanc.index import IndexFacts
+
+# Orthanc 1.9.2 .. 1.12.7 deadlock on any SQLite --upgrade from these schemas (fixed in 1.12.8).
+DEADLOCK_FIRST, DEADLOCK_LAST = (1, 9, 2), (1, 12, 7)
+DEADLOCK_SCHEMAS = frozenset({3, 4, 5})
+# From 1.12.0 Orthanc adds tables/columns to a schema-6 SQLite index at start (same version).
+SILENT_CHANGES_FROM = (1, 12, 0)
+TABLES_FROM_1_12 = ("Labels",)  # present once a 1.12+ binary has opened the index
+BACKEND_PLUGIN_MARKERS = {"postgresql": "postgresql", "mysql": "mysql", "odbc": "odbc"}
+
+
+class Severity(Enum):
+    BLOCKER = "blocker"
+    WARNING = "warning"
+    INFO = "info"
+
+
+_ORDER = {Severity.BLOCKER: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+@dataclass(frozen=True)
+class Hazard:
+    code: str
+    severity: Severity
+    message: str
+    hint: str
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "severity": self.severity.value, "message": self.message,
+                "hint": self.hint}
+
+
+def assess(config: OrthancConfig | None, index: IndexFacts | None,
+           version: OrthancVersion | None) -> list[Hazard]:
+    """Return the hazards these facts show, blockers first (stable order within a severity)."""
+    found: list[Hazard] = []
+    if config is not None:
+        found += _config_hazards(config)
+    sqlite = config is None or config.index_backend == "sqlite"
+    if index is not None and sqlite:
+        found += _index_hazards(index)
+    if version is None:
+        found.append(Hazard("binary-unknown", Severity.INFO,
+                            "no Orthanc binary was inspected",
+                            "pass --binary PATH to check the version hazards (upgrade-deadlock, "
+                            "schema-too-new)"))
+    else:
+        found += _version_hazards(version, index if sqlite else None, sqlite)
+    return sorted(found, key=lambda h: _ORDER[h.severity])
+
+
+def _config_hazards(c: OrthancConfig) -> list[Hazard]:
+    out: list[Hazard] = []
+    if c.index_backend != "sqlite":
+        out.append(Hazard("non-sqlite-index", Severity.WARNING,
+                          f"the index is in {c.index_backend}: there is no index file to snapshot",
+                          "a rollback needs a database dump (pg_dump, mysqldump) taken first"))
+        names = [p.name.lower() for p in c.plugin_files]
+        marker = BACKEND_PLUGIN_MARKERS.get(c.index_backend, c.index_backend)
+        if c.plugins and not any(marker in n for n in names):
+            out.append(Hazard("backend-plugin-missing", Severity.WARNING,
+                              f"{c.index_backend} is enabled but no {c.index_backend} plugin was "
+                              "found in Plugins: Orthanc would silently fall back to SQLite",
+                              "check the Plugins folders (Debian: the plugin package's .so)"))
+    if c.storage_backend != "filesystem":
+        out.append(Hazard("non-filesystem-storage", Severity.WARNING,
+                          f"attachments are stored in {c.storage_backend}, not under "
+                          f"{c.storage_dir}", "the snapshot cannot hard-link them; back them "
+                                               "up with the backend's own tools"))
+    for name in c.disabled_backends:
+        section = name.split(".")[0]
+        out.append(Hazard("backend-not-enabled", Severity.WARNING,
+                          f"{name} is present but not exactly true: Orthanc uses SQLite and the "
+                          "filesystem, not " + section,
+                          f"set \"EnableIndex\": true (a JSON Boolean) in \"{section}\" if the "
+                          "data lives there; otherwise remove the section"))
+    if c.max_storage_size or c.max_patient_count:
+        limits = ", ".join(s for s in (
+            f"MaximumStorageSize {c.max_storage_size} MB" if c.max_storage_size else "",
+            f"MaximumPatientCount {c.max_patient_count}" if c.max_patient_count else "") if s)
+        mode = c.max_storage_mode or "Recycle"
+        effect = ("refuses new instances" if mode == "Reject" else
+                  "deletes (recycles) the oldest patients")
+        out.append(Hazard("size-limited", Severity.WARNING,
+                          f"{limits}: when full, Orthanc {effect}",
+                          "set both to 0 on a replication target, or copies vanish silently"))
+    if not c.http_enabled:
+        out.append(Hazard("http-disabled", Severity.WARNING,
+                          "HttpServerEnabled is false: no REST API",
+                          "health checks and replication need HTTP; enable it"))
+    elif c.auth_enabled and not c.registered_users:
+        if c.remote_access:
+            out.append(Hazard("default-user", Severity.WARNING,
+                              "remote access with authentication and no RegisteredUsers: "
+                              "Orthanc creates the default user orthanc:orthanc",
+                              "declare a user in RegisteredUsers"))
+        else:
+            out.append(Hazard("no-users", Severity.WARNING,
+                              "authentication is on but RegisteredUsers is empty: every "
+                              "request is refused", "declare a user in RegisteredUsers"))
+    return out
+
+
+def _index_hazards(ix: IndexFacts) -> list[Hazard]:
+    if not ix.accessible:
+        return [Hazard("index-unreadable", Severity.BLOCKER, f"{ix.path}: {ix.error}",
+                       "run as root or as the user Orthanc runs as")]
+    if not ix.exists:
+        return [Hazard("index-missing", Severity.BLOCKER, f"no SQLite index at {ix.path}",
+                       "check IndexDirectory: Orthanc (and --upgrade) would create a fresh, "
+                       "empty database there and report success")]
+    if ix.locked:
+        who = f" (pid {ix.locked_by})" if ix.locked_by else ""
+        return [Hazard("index-locked", Severity.WARNING,
+                       f"an Orthanc process{who} holds {ix.path}: its version and counts "
+                       "cannot be read", "stop the service to read them; an upgrade stops it")]
+    out: list[Hazard] = []
+    if ix.wal_pending:
+        out.append(Hazard("index-not-clean", Severity.WARNING,
+                          "index-wal holds changes not yet written to the index: the last "
+                          "Orthanc did not stop cleanly",
+                          "copy index-wal with the index; start and stop Orthanc once to fold it in"))
+    if ix.error:
+        out.append(Hazard("index-unreadable", Severity.BLOCKER, f"{ix.path}: {ix.error}",
+                          "is IndexDirectory right? is this an Orthanc SQLite index?"))
+    elif ix.schema_version is not None and ix.schema_version <= 2:
+        out.append(Hazard("schema-too-old", Severity.BLOCKER,
+                          f"the index is at schema {ix.schema_version}: --upgrade cannot read it",
+                          "only replication moves this data: run an old Orthanc on it and "
+                          "`orchestrator replicate` into a fresh one"))
+    return out
+
+
+def _version_hazards(v: OrthancVersion, ix: IndexFacts | None, sqlite: bool) -> list[Hazard]:
+    out: list[Hazard] = []
+    expected = expected_schema(v)
+    if not schema_is_known(v):
+        out.append(Hazard("version-beyond-table", Severity.INFO,
+                          f"Orthanc {v} is newer than the tool's schema table: schema "
+                          f"{expected} is assumed", "check the release notes for a new "
+                                                    "DatabaseVersion"))
+    schema = ix.schema_version if ix is not None and ix.readable else None
+    in_range = not v.is_mainline and DEADLOCK_FIRST <= (v.major, v.minor, v.patch) <= DEADLOCK_LAST
+    if schema is not None and 2 < schema < expected:
+        if sqlite and in_range and schema in DEADLOCK_SCHEMAS:
+            out.append(Hazard("upgrade-deadlock", Severity.BLOCKER,
+                              f"Orthanc {v} hangs forever on a SQLite --upgrade from schema "
+                              f"{schema} (1.9.2 to 1.12.7 deadlock)",
+                              "upgrade with Orthanc >= 1.12.8, or replicate into a fresh "
+                              "database (`orchestrator replicate`)"))
+        else:
+            out.append(Hazard("upgrade-needed", Severity.WARNING,
+                              f"the index is at schema {schema}, Orthanc {v} needs {expected}: "
+                              "it will not start before `--upgrade`",
+                              "run the upgrade step (5 to 6 re-reads every file: hours on a "
+                              "large archive)"))
+    if schema is not None and schema > expected:
+        out.append(Hazard("schema-too-new", Severity.BLOCKER,
+                          f"the index is at schema {schema}, newer than Orthanc {v} expects "
+                          f"({expected})", "use a newer Orthanc binary; never downgrade an index"))
+    if sqlite and schema == 6 and expected == 6:
+        if v.is_mainline or v.at_least(*SILENT_CHANGES_FROM):
+            out.append(Hazard("binary-upgrade-changes-index", Severity.WARNING,
+                              f"Orthanc {v} adds tables and columns to a schema-6 SQLite index at "
+                              "its first start, without changing the version",
+                              "snapshot the index before the new binary opens it; rollback "
+                              "restores that copy"))
+        elif ix is not None and any(t in ix.tables for t in TABLES_FROM_1_12):
+            out.append(Hazard("index-from-newer-binary", Severity.BLOCKER,
+                              f"an Orthanc >= 1.12 has opened this index; Orthanc {v} would fail "
+                              "every new store with HTTP 500", "use Orthanc >= 1.12, or restore "
+                                                               "the snapshot taken before"))
+    return out
