@@ -208,7 +208,7 @@ def _read_file(path: Path, environ: Mapping[str, str], warnings: list[str]) -> _
         raise ConfigSyntaxError(path, line, col, "the configuration must be a JSON object { ... }",
                                 "Orthanc refuses any other JSON value")
     for name, raw_offset, out_offset in sub.undefined:
-        if not doc.in_comment(out_offset):
+        if not doc.in_comment(sub.text, out_offset):
             line, _ = jsonc.line_col(raw, raw_offset)
             warnings.append(f"{path}, line {line}: ${{{name}}} is not set in the environment: "
                             "Orthanc substitutes an empty string")
@@ -411,13 +411,14 @@ class _Reader:
 
     def build(self, given: Path, files: tuple[Path, ...]) -> OrthancConfig:
         storage_str = self.string("StorageDirectory", "OrthancStorage")
+        index_key = "IndexDirectory" if "IndexDirectory" in self.values else "StorageDirectory"
         remote = self.boolean("RemoteAccessAllowed", False)
         plugins, plugin_files = self.plugins()
         index_backend, storage_backend, disabled = self.backends(plugin_files)
         mode = self.values.get("MaximumStorageMode")
         facts = dict(
             storage_dir=self.path("StorageDirectory", storage_str),
-            index_dir=self.path("IndexDirectory", self.string("IndexDirectory", storage_str)),
+            index_dir=self.path(index_key, self.string("IndexDirectory", storage_str)),
             compression=self.boolean("StorageCompression", False),
             store_md5=self.boolean("StoreMD5ForAttachments", True),
             index_backend=index_backend, storage_backend=storage_backend,
@@ -431,7 +432,7 @@ class _Reader:
             max_storage_mode=mode if isinstance(mode, str) else None)
         # Built last: reading the values above adds warnings.
         return OrthancConfig(path=given, files=files, values=self.values,
-                             warnings=tuple(self.warnings),
+                             warnings=tuple(dict.fromkeys(self.warnings)),
                              defined_in={key: src.path for key, (src, _) in self.origin.items()},
                              **facts)
 

@@ -84,8 +84,10 @@ class Document:
     comments: list[tuple[int, int]] = field(default_factory=list)
     trailing: int | None = None  # offset of text after the root value (ignored by Orthanc)
 
-    def in_comment(self, offset: int) -> bool:
-        return any(start <= offset < end for start, end in self.comments)
+    def in_comment(self, text: str, offset: int) -> bool:
+        """True if `offset` of `text` lies in a comment (or at the end of a // comment)."""
+        return any(start <= offset < end or (offset == end and text.startswith("//", start))
+                   for start, end in self.comments)
 
 
 def line_col(text: str, offset: int) -> tuple[int, int]:

@@ -1,0 +1,80 @@
+"""set_string_value: change one top-level string, keep every other byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import InputError
+from orchestrator.orthanc.config import load_config, set_string_value
+
+TEXT = """\ufeff{
+  // "StorageDirectory": "/in/a/comment",
+  "Name": "StorageDirectory",           /* a value, not a key */
+  "Sub": { "StorageDirectory": "/nested" },
+  "StorageDirectory" : "/var/lib/orthanc/db-v5",   // old one
+  "IndexDirectory": "${INDEX:-/var/lib/orthanc/db-v5}",
+  "HttpPort": ${PORT},
+  "Plugins": [ "/usr/share/orthanc/plugins", ],
+  "StorageDirectory" : "/var/lib/orthanc/db-v5-again",
+}
+"""
+
+
+def test_replaces_the_last_top_level_value_only():
+    out = set_string_value(TEXT, "StorageDirectory", "/var/lib/orthanc/db-v6")
+    assert out == TEXT.replace('"/var/lib/orthanc/db-v5-again"', '"/var/lib/orthanc/db-v6"')
+
+
+def test_a_value_written_with_a_variable_is_replaced_whole():
+    out = set_string_value(TEXT, "IndexDirectory", "/new/index")
+    assert out == TEXT.replace('"${INDEX:-/var/lib/orthanc/db-v5}"', '"/new/index"')
+
+
+def test_the_new_value_is_json_escaped_and_reads_back(tmp_path):
+    value = 'C:\\Orthanc "data" \u00e9\n'
+    out = set_string_value(TEXT, "StorageDirectory", value)
+    path = tmp_path / "orthanc.json"
+    path.write_text(out)
+    config = load_config(path, {"PORT": "8042"})
+    assert config.values["StorageDirectory"] == value
+    assert config.values["Sub"] == {"StorageDirectory": "/nested"}
+
+
+def test_crlf_and_non_utf8_comments_survive():
+    raw = b'{\r\n  // caf\xe9\r\n  "StorageDirectory": "/a",\r\n}\r\n'
+    text = raw.decode("utf-8", "surrogateescape")
+    out = set_string_value(text, "StorageDirectory", "/b")
+    assert out.encode("utf-8", "surrogateescape") == raw.replace(b'"/a"', b'"/b"')
+
+
+@pytest.mark.parametrize("key, words", [
+    ("Missing", "not set at the top level"),
+    ("HttpPort", "not a string literal"),
+    ("Plugins", "not a string literal"),
+])
+def test_refusals(key, words):
+    with pytest.raises(InputError, match=words):
+        set_string_value(TEXT, key, "/x")
+
+
+def test_unparseable_text_and_bad_values_are_refused():
+    with pytest.raises(InputError, match="does not parse at line 1"):
+        set_string_value('{ "StorageDirectory": "/a" ,, }', "StorageDirectory", "/b")
+    with pytest.raises(InputError, match="NUL"):
+        set_string_value('{ "StorageDirectory": "/a" }', "StorageDirectory", "/b\x00")
+    with pytest.raises(InputError):
+        set_string_value('[ "StorageDirectory" ]', "StorageDirectory", "/b")
+
+
+def test_the_debian_configuration_round_trips():
+    path = Path("/etc/orthanc/orthanc.json")
+    if not path.exists():
+        pytest.skip("no Debian Orthanc configuration here")
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    out = set_string_value(text, "IndexDirectory", "/var/lib/orthanc/db-v7")
+    assert len(out) == len(text) and out.count("\n") == text.count("\n")
+    diff = [(a, b) for a, b in zip(text.splitlines(), out.splitlines()) if a != b]
+    assert diff == [('  "IndexDirectory" : "/var/lib/orthanc/db-v6",',
+                     '  "IndexDirectory" : "/var/lib/orthanc/db-v7",')]
