@@ -17,6 +17,7 @@ import copy
 import difflib
 import json
 import math
+import os
 import stat
 from collections import deque
 from dataclasses import dataclass
@@ -103,8 +104,9 @@ class Problem:
 
     def format(self, source: str) -> str:
         where = f"{source}:{self.line}" if self.line else source
-        return f"{where}: {format_path(self.path)}: {self.message}" if self.path \
+        text = f"{where}: {format_path(self.path)}: {self.message}" if self.path \
             else f"{where}: {self.message}"
+        return _one_line(text)
 
 
 class PlanError(InputError):
@@ -123,6 +125,8 @@ def format_path(path: KeyPath) -> str:
     """Render a key path as `service.credentials` or `steps[2].upgrade.timeout`."""
     out = ""
     for part in path:
+        if not isinstance(part, int) and len(str(part)) > 40:
+            part = str(part)[:37] + "..."
         if isinstance(part, int):
             out += f"[{part}]"
         elif isinstance(part, str) and part and all(c.isalnum() or c in "_-" for c in part):
@@ -266,8 +270,12 @@ def _loader_class() -> type:
         def construct_object(self, node: Any, deep: bool = False) -> Any:
             try:
                 return super().construct_object(node, deep=deep)
-            except (ValueError, TypeError, OverflowError) as exc:
-                # An explicit tag on a value it cannot take: !!int abc, !!timestamp 2024-99-99.
+            except (yaml.YAMLError, _DuplicateKey, _Refused):
+                raise
+            except Exception as exc:  # noqa: BLE001 - see below
+                # PyYAML's constructors fail on an explicit tag with a value it cannot take
+                # with whatever error comes first: !!int abc (ValueError), !!int '' (IndexError),
+                # !!bool x (KeyError), !!timestamp x (AttributeError). All are bad input.
                 raise yaml.constructor.ConstructorError(
                     None, None, f"cannot read this {node.tag} value: {exc}", node.start_mark) from None
 
@@ -293,9 +301,9 @@ def _read_yaml(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
     """Parse one YAML document; return the data and a map key path -> line."""
     import yaml
 
-    loader = _loader_class()(text)
-    root = None
+    loader, root = None, None
     try:
+        loader = _loader_class()(text)  # the reader checks for non-printable characters here
         root = loader.get_single_node()
         if root is None:
             return None, {}
@@ -311,11 +319,17 @@ def _read_yaml(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
                          hint="each key may appear once in a mapping") from None
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(source, exc) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise InputError(f"{source}:{line}: YAML syntax: unacceptable character #x{exc.character:04x} "
+                         f"(offset {exc.position})", hint="the plan must be plain YAML text; "
+                         "control characters are not allowed") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: not valid YAML: {_one_line(str(exc))}",
                          hint="check the YAML syntax") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, _line_map(root)
 
 
@@ -446,7 +460,7 @@ def _translate(error: Any, lines: dict[KeyPath, int]) -> list[Problem]:
     secret = "credentials" in path
 
     def at(p: KeyPath, message: str, hint: str | None = None) -> Problem:
-        return Problem(_line(lines, p), p, message, hint)
+        return Problem(_line(lines, p), p, message, hint or "see docs/plans.md or `orchestrator schema`")
 
     if kind == "additionalProperties":
         allowed = list(schema.get("properties", {}))
@@ -466,9 +480,10 @@ def _translate(error: Any, lines: dict[KeyPath, int]) -> list[Problem]:
                               f"{maybe}allowed here: {', '.join(allowed)}"))
         return out
     if kind == "required":
-        return [at(path, f"missing required key {k!r}", _deref(schema["properties"][k]).get(
-            "description") if k in schema.get("properties", {}) else None)
-            for k in error.validator_value if isinstance(value, dict) and k not in value]
+        props = schema.get("properties", {})
+        missing = [k for k in error.validator_value if isinstance(value, dict) and k not in value]
+        return [at(path, f"missing required key {k!r}", f"add `{k}:` ({_describe(props.get(k, {}))})")
+                for k in missing]
     if kind == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
@@ -500,7 +515,7 @@ def _translate(error: Any, lines: dict[KeyPath, int]) -> list[Problem]:
         if not value:
             return [at(path, "empty step", "write a step kind, e.g. `- preflight`")]
         return [at(path, f"a step has exactly one key, its kind; found {len(value)}: "
-                         f"{', '.join(map(str, value))}",
+                         f"{', '.join(map(_show, value))}",
                    "put each step in its own list item, e.g. `- stop-service: {timeout: 120}`")]
     if kind == "minProperties":
         return [at(path, "must not be empty", schema.get("description"))]
@@ -508,7 +523,8 @@ def _translate(error: Any, lines: dict[KeyPath, int]) -> list[Problem]:
         return [at(path, "must not be empty", schema.get("description"))]
     if kind == "pattern":
         shown = "the value" if secret else _show(value)
-        return [at(path, f"{shown} is not {schema.get('description', 'valid')}")]
+        noun, _, detail = schema.get("description", "valid: ").partition(": ")
+        return [at(path, f"{shown} is not {noun}", detail)]
     if kind == "maxLength":
         return [at(path, f"longer than {error.validator_value} characters")]
     if kind in ("oneOf", "anyOf") and _is_step(path):
@@ -517,10 +533,16 @@ def _translate(error: Any, lines: dict[KeyPath, int]) -> list[Problem]:
     return [at(path, _one_line(error.message), schema.get("description"))]
 
 
+def _describe(sub: dict) -> str:
+    """A property's own description, else the one of the definition it refers to."""
+    return sub.get("description") or _deref(sub).get("description") or "see `orchestrator schema`"
+
+
 def _finite_problems(value: Any, path: KeyPath, lines: dict[KeyPath, int]) -> list[Problem]:
     """NaN and infinity pass every JSON Schema bound: refuse them here."""
     if isinstance(value, float) and not math.isfinite(value):
-        return [Problem(_line(lines, path), path, f"must be a finite number, found {value}")]
+        return [Problem(_line(lines, path), path, f"must be a finite number, found {value}",
+                        "write a plain number, e.g. 600")]
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in _finite_problems(v, path + (k,), lines)]
     if isinstance(value, list):
@@ -594,6 +616,19 @@ def _cross_problems(raw: dict, lines: dict[KeyPath, int]) -> list[Problem]:
     return out
 
 
+def check_against_config(plan: Plan, config: Any) -> None:
+    """Refuse a plan that contradicts its Orthanc config (anything with `storage_dir` and
+    `index_dir`): a relocate onto the folder in use would leave no rollback point."""
+    in_use = {Path(config.storage_dir), Path(config.index_dir)}
+    problems = [
+        Problem(step.line, ("steps", step.index, "relocate", "to"),
+                f"{step.options['to']} is the database folder in use",
+                "relocate to a new folder (e.g. db-v7); the current one stays as the rollback point")
+        for step in plan.steps if step.kind == "relocate" and Path(step.options["to"]) in in_use]
+    if problems:
+        raise PlanError(str(plan.source), problems)
+
+
 # -- typed plan --------------------------------------------------------------------------
 
 def _build(raw: dict, lines: dict[KeyPath, int], source: str, base: Path) -> Plan:
@@ -637,9 +672,9 @@ def _normalize(value: Any, node: dict, base: Path) -> Any:
 
 def _resolve(text: str, base: Path) -> Path:
     """An absolute path as given (POSIX or Windows style), else relative to `base`."""
-    if text.startswith("/") or PureWindowsPath(text).is_absolute():
-        return Path(text)
-    return base / text
+    if PureWindowsPath(text).is_absolute() and not text.startswith("/"):
+        return Path(text)  # C:\... or \\host\share: kept as written, for the Windows host
+    return Path(os.path.normpath(base / text))  # an absolute `text` replaces `base`
 
 
 # -- small helpers -----------------------------------------------------------------------
@@ -697,4 +732,5 @@ def _show(value: Any, limit: int = 40) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """Join the lines of `text` (a YAML error spans several) with single spaces."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
