@@ -618,13 +618,20 @@ def _cross_problems(raw: dict, lines: dict[KeyPath, int]) -> list[Problem]:
 
 def check_against_config(plan: Plan, config: Any) -> None:
     """Refuse a plan that contradicts its Orthanc config (anything with `storage_dir` and
-    `index_dir`): a relocate onto the folder in use would leave no rollback point."""
+    `index_dir`): a relocate onto the folder it copies from (its `from`, else the database
+    folder in use) would leave no rollback point."""
     in_use = {Path(config.storage_dir), Path(config.index_dir)}
-    problems = [
-        Problem(step.line, ("steps", step.index, "relocate", "to"),
-                f"{step.options['to']} is the database folder in use",
-                "relocate to a new folder (e.g. db-v7); the current one stays as the rollback point")
-        for step in plan.steps if step.kind == "relocate" and Path(step.options["to"]) in in_use]
+    problems = []
+    for step in plan.steps:
+        if step.kind != "relocate":
+            continue
+        source = {Path(step.options["from"])} if step.options.get("from") else in_use
+        if Path(step.options["to"]) in source:
+            what = "the folder it copies from" if step.options.get("from") else \
+                "the database folder in use"
+            problems.append(Problem(
+                step.line, ("steps", step.index, "relocate", "to"), f"{step.options['to']} is {what}",
+                "relocate to a new folder (e.g. db-v7); the old one stays as the rollback point"))
     if problems:
         raise PlanError(str(plan.source), problems)
 

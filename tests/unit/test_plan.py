@@ -274,3 +274,21 @@ def test_relocate_onto_the_folder_in_use_is_refused(to, refused):
         check_against_config(plan, config)
     assert info.value.message.startswith("p.yaml:5: steps[1].relocate.to: ")
     assert "is the database folder in use" in info.value.message
+
+
+def test_relocate_with_from_is_checked_against_its_source():
+    from types import SimpleNamespace
+
+    from orchestrator.plan import check_against_config
+
+    if "from" not in plan_schema()["$defs"]["relocate"]["properties"]:
+        pytest.skip("the schema has no relocate.from")
+    config = SimpleNamespace(storage_dir=Path("/var/lib/orthanc/db-v6"),
+                             index_dir=Path("/var/lib/orthanc/db-v6"))
+    ok = parse_plan(steps("stop-service", "relocate: {from: /var/lib/orthanc/db-v5, "
+                          "to: /var/lib/orthanc/db-v6}", "upgrade", "start-service"), "p.yaml")
+    check_against_config(ok, config)  # recovering an old folder into the one in use: the engine decides
+    bad = parse_plan(steps("stop-service", "relocate: {from: /srv/a, to: /srv/a/}", "upgrade",
+                           "start-service"), "p.yaml")
+    with pytest.raises(PlanError, match="steps\\[1\\].relocate.to: /srv/a is the folder it copies from"):
+        check_against_config(bad, config)
