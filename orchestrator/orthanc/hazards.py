@@ -44,15 +44,21 @@ class Hazard:
 
 
 def assess(config: OrthancConfig | None, index: IndexFacts | None,
-           version: OrthancVersion | None) -> list[Hazard]:
-    """Return the hazards these facts show, blockers first (stable order within a severity)."""
+           version: OrthancVersion | None, *, binary_error: str | None = None) -> list[Hazard]:
+    """Return the hazards these facts show, blockers first (stable order within a severity).
+
+    `binary_error`: why the binary's version could not be read, if it was tried.
+    """
     found: list[Hazard] = []
     if config is not None:
         found += _config_hazards(config)
     sqlite = config is None or config.index_backend == "sqlite"
     if index is not None and sqlite:
         found += _index_hazards(index)
-    if version is None:
+    if binary_error is not None:
+        found.append(Hazard("binary-unusable", Severity.WARNING, binary_error,
+                            "check --binary: it must be the Orthanc server and run here"))
+    elif version is None:
         found.append(Hazard("binary-unknown", Severity.INFO,
                             "no Orthanc binary was inspected",
                             "pass --binary PATH to check the version hazards (upgrade-deadlock, "
