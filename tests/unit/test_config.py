@@ -308,3 +308,9 @@ def test_the_debian_configuration_if_present():
     assert config.storage_dir == Path("/var/lib/orthanc/db-v6") == config.index_dir
     assert config.file_defining("RegisteredUsers") == Path("/etc/orthanc/credentials.json")
     assert config.index_backend == "sqlite"
+
+
+def test_the_reader_differs_from_orthanc_only_where_deliberate():
+    differ = sorted(n for n, c in TORTURE.items() if c["ours"] != c["orthanc"])
+    assert differ == ["lone-low-surrogate.json", "non-utf8-in-string.json"]
+    assert all(TORTURE[n]["note"].startswith("deliberate") for n in differ)
