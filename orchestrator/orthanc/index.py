@@ -2,9 +2,10 @@
 
 Three things make this harder than `sqlite3.connect(...?mode=ro)`:
 - Orthanc keeps the index in WAL mode. A plain read-only open of a stopped index
-  creates `index-wal` and `index-shm` and leaves them behind; run as root, those
-  root-owned files then stop the `orthanc` user's service from opening its index.
-  So a cleanly closed index is read with `immutable=1`, which creates nothing.
+  creates `index-wal` and `index-shm` next to it and leaves them behind: a write
+  into the service's data folder by a tool that claims to only read, and files
+  that look like the leftovers of a crash. A cleanly closed index is therefore
+  read with `immutable=1`, which creates nothing.
 - While Orthanc runs it holds POSIX locks on the file (LOCKING_MODE=EXCLUSIVE).
   F_GETLK asks the kernel who holds them without taking any lock: that proves
   the service runs (and names its PID) with no side effect.
