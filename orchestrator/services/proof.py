@@ -3,8 +3,8 @@
 A manager's word is not enough: a unit can be "inactive" while a process it
 lost track of still holds the index. The proof is two facts read from the
 system: no live process of the target's binary names the target's config, and
-the SQLite index opens read-only (a running Orthanc holds it with
-LOCKING_MODE=EXCLUSIVE, so a read-only open fails with "locked").
+no process holds the SQLite index (a running Orthanc holds it with
+LOCKING_MODE=EXCLUSIVE: `index_is_locked`).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class StopProof:
         elif self.index_locked:
             parts.append("the SQLite index is still locked by a process")
         else:
-            parts.append("the SQLite index opens read-only")
+            parts.append("the SQLite index is not locked")
         return "; ".join(parts)
 
 

@@ -131,7 +131,7 @@ class WindowsScManager:
                     f"{self.target.name} did not stop within {timeout:.0f}s: {last.describe()}",
                     hint=f"see `{SC} queryex {self.target.name}`; end the process with "
                     f"`taskkill /PID {last.pid or '<pid>'} /F` if it hangs")
-        proof.prove_stopped(self.target, self.clock, manager=f"the Windows service manager",
+        proof.prove_stopped(self.target, self.clock, manager="the Windows service manager",
                             grace=self.proof_grace)
 
     def _send_stop(self) -> None:

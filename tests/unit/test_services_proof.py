@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -72,23 +71,36 @@ def test_manager_says_stopped_but_the_process_lingers(lingering):
     assert f"PID {proc.pid}" in err.value.message and f"kill {proc.pid}" in err.value.hint
 
 
+HOLDER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1])
+con.execute("PRAGMA locking_mode=EXCLUSIVE")
+con.execute("CREATE TABLE t (x)")
+con.execute("INSERT INTO t VALUES (1)")
+con.commit()  # the exclusive lock stays, as in a running Orthanc
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
 def test_a_locked_index_fails_the_proof(tmp_path):
+    # Another process holds the lock (POSIX locks never conflict within one process).
     index_dir = tmp_path / "db"
     index_dir.mkdir()
-    con = sqlite3.connect(index_dir / "index")
-    con.execute("PRAGMA locking_mode=EXCLUSIVE")
-    con.execute("CREATE TABLE t (x)")
-    con.execute("INSERT INTO t VALUES (1)")
-    con.commit()  # the exclusive lock stays, as in a running Orthanc
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(index_dir / "index")],
+                              stdout=subprocess.PIPE, text=True)
     target = _target(tmp_path / "none.json", index_dir=index_dir)
     try:
+        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ServiceError) as err:
             proof.prove_stopped(target, FakeClock(), manager="test", grace=1)
         assert "index is still locked" in err.value.message
     finally:
-        con.close()
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
     ok = proof.prove_stopped(target, FakeClock(), manager="test", grace=1)
-    assert ok.stopped and "opens read-only" in ok.detail()
+    assert ok.stopped and "index is not locked" in ok.detail()
 
 
 def test_proof_without_index():
