@@ -76,7 +76,7 @@ def _config_hazards(c: OrthancConfig) -> list[Hazard]:
                           "a rollback needs a database dump (pg_dump, mysqldump) taken first"))
         names = [p.name.lower() for p in c.plugin_files]
         marker = BACKEND_PLUGIN_MARKERS.get(c.index_backend, c.index_backend)
-        if c.plugins and not any(marker in n for n in names):
+        if not any(marker in n for n in names):
             out.append(Hazard("backend-plugin-missing", Severity.WARNING,
                               f"{c.index_backend} is enabled but no {c.index_backend} plugin was "
                               "found in Plugins: Orthanc would silently fall back to SQLite",

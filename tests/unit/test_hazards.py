@@ -90,7 +90,7 @@ def test_an_index_opened_by_1_12_is_refused_by_an_older_binary():
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"index_backend": "postgresql"}, ["non-sqlite-index"]),
+    ({"index_backend": "postgresql"}, ["non-sqlite-index", "backend-plugin-missing"]),
     ({"index_backend": "postgresql", "plugins": ("/usr/share/orthanc/plugins",)},
      ["non-sqlite-index", "backend-plugin-missing"]),
     ({"index_backend": "postgresql", "plugins": ("/p",),
@@ -108,7 +108,7 @@ def test_config_hazards(changes, expected):
 
 
 def test_non_sqlite_index_skips_the_index_and_version_checks():
-    config = replace(BASE, index_backend="mysql")
+    config = replace(BASE, index_backend="mysql", plugin_files=(Path("/p/libOrthancMySQLIndex.so"),))
     assert codes(config=config, ix=IndexFacts(INDEX, exists=False), version="1.10.1") == [
         "non-sqlite-index"]
 
