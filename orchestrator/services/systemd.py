@@ -157,7 +157,9 @@ class SystemdManager:
         started = self.clock.now()
         unit = self.unit_state()
         self._require_unit(unit)
-        ran = unit.state not in (State.STOPPED, State.FAILED) or bool(unit.main_pid)
+        # ActiveState, not the mapped State: a unit in activating/auto-restart looks dead but
+        # has a restart pending, which only `systemctl stop` cancels.
+        ran = unit.active not in ("inactive", "failed") or bool(unit.main_pid)
         if ran:
             argv = self.stop_commands()[0]
             try:
@@ -167,7 +169,7 @@ class SystemdManager:
                 if done is not None and done.returncode == -1:
                     raise self._fail(
                         f"{self.unit} did not stop within {timeout:.0f}s (systemd keeps trying: "
-                        f"it sends SIGKILL after the unit's TimeoutStopSec)",
+                        "it sends SIGKILL after the unit's TimeoutStopSec)",
                         hint=f"see `journalctl -u {self.unit}`; `systemctl kill -s KILL {self.unit}` "
                         "ends it at once", completed=done) from exc
                 raise self._fail(f"systemctl stop {self.unit} failed: {exc.message}",

@@ -116,6 +116,13 @@ def test_stop_of_a_stopped_unit_runs_nothing():
     assert STOP not in runner.calls
 
 
+def test_stop_cancels_a_pending_auto_restart():
+    # Dead but with a restart scheduled (Restart=on-failure): only `systemctl stop` cancels it.
+    mgr, runner, _ = manager({SHOW: [show("auto-restart"), show("failed-exit-code")], STOP: OK})
+    mgr.stop(timeout=60)
+    assert STOP in runner.calls
+
+
 def test_stop_time_out():
     hung = Completed(STOP, -1, "", "")
     mgr, _, _ = manager({SHOW: show("active"),
