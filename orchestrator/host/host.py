@@ -1,0 +1,63 @@
+"""The Host: every port a step may use, in one object, real or dry.
+
+Reads (runner, files' reads, service status, REST, processes' reads) always
+touch the real machine; changes go through the shared `Changes` recorder,
+which alone decides whether they happen. `make_host(dry=...)` is the only
+place the two flavours differ.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import Completed
+from orchestrator.host.changes import Changes
+from orchestrator.host.clock import Clock, RealClock
+from orchestrator.host.files import Files
+from orchestrator.host.processes import Processes
+from orchestrator.host.runner import RealRunner, Runner
+from orchestrator.host.service import ServicePort
+
+
+class Commands:
+    """Run plan-given commands (a change): argv lists only, never a shell."""
+
+    def __init__(self, runner: Runner, changes: Changes):
+        self.runner = runner
+        self.changes = changes
+
+    def run(self, argv: Sequence[str], *, timeout: float, text: str | None = None) -> Completed:
+        argv = [str(a) for a in argv]
+        return self.changes.apply(text or f"run {shlex.join(argv)}", self.runner.run, argv,
+                                  timeout=timeout, check=True,
+                                  dry_result=Completed(tuple(argv), 0, "", ""))
+
+
+@dataclass
+class Host:
+    """The ports of one machine for one run."""
+
+    changes: Changes
+    clock: Clock
+    runner: Runner  # reads only: --version, probes
+    files: Files
+    processes: Processes
+    commands: Commands
+    service: ServicePort
+    orthanc: Callable[[], Any]  # a fresh REST client for the service (reads only)
+
+
+def make_host(*, dry: bool, manager: Any, orthanc: Callable[[], Any],
+              runner: Runner | None = None, clock: Clock | None = None,
+              hidden_env: Sequence[str] = ()) -> Host:
+    """Assemble a real (dry=False) or dry host around a service manager and a REST factory."""
+    changes = Changes(dry=dry)
+    runner = runner or RealRunner()
+    clock = clock or RealClock()
+    return Host(changes=changes, clock=clock, runner=runner, files=Files(changes),
+                processes=Processes(changes, clock, hidden_env=hidden_env),
+                commands=Commands(runner, changes), service=ServicePort(manager, changes),
+                orthanc=orthanc)
