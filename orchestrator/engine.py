@@ -1,0 +1,454 @@
+"""Apply a plan's steps in order on a Host; on failure undo what they touched, newest first.
+
+The engine knows steps only through the `Step` protocol and the machine only
+through the host's `Changes` recorder, so one loop serves the real run, the
+dry run (`plan`), `resume` and `rollback`:
+
+- every step is journaled `started` (with its intent) before it acts and
+  `done` (with its facts) after it is verified, so a crash leaves a true record;
+- a failure (an error, a bug, Ctrl-C) undoes every touched step newest-first,
+  the one in flight included, keeps going through undo errors and reports them;
+- a dry run records changes instead of making them and skips `verify`, which
+  only checks the effect of a change that was not made.
+
+Exit codes: 0 done, 1 refused before any change, 2 bad input, 3 rolled back,
+4 rollback incomplete (the report says exactly what to do), 5 journal open.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.errors import ExitCode, InputError, OrchestratorError, RefusedError
+from orchestrator.journal import Event, Journal, RunHistory, RunOutcome, StepRecord, StepState
+from orchestrator.steps.base import RunContext
+
+CRASH_ENV = "ORCHESTRATOR_TEST_CRASH_AT"  # tests only: "<step-id>:<before|during|after>"
+
+
+class Outcome(str, Enum):
+    """How an engine call ended."""
+
+    DONE = "done"
+    PLANNED = "planned"  # dry run, nothing blocking
+    REFUSED = "refused"  # failed before changing anything
+    ROLLED_BACK = "rolled-back"
+    ROLLBACK_INCOMPLETE = "rollback-incomplete"
+
+
+class StepStatus(str, Enum):
+    """What happened to one step in this call (shown in the step table)."""
+
+    DONE = "done"
+    WOULD = "would do"  # dry run
+    VERIFIED = "verified"  # resume: done earlier, and its effect still holds
+    FAILED = "failed"
+    UNDONE = "undone"
+    UNDO_FAILED = "undo failed"
+    NOT_RUN = "not run"
+
+
+class Step(Protocol):
+    """One plan step. Only `apply` and `undo` change anything, through the host's ports."""
+
+    id: str
+    kind: str
+
+    def describe(self) -> str:
+        """One line: what the step does."""
+
+    def check(self, host: Any, ctx: RunContext) -> list[str]:
+        """Static checks before anything runs (reads only); return warnings, raise to refuse."""
+
+    def intend(self, host: Any, ctx: RunContext) -> dict:
+        """Decide what exactly to do (reads only); journaled before `apply`."""
+
+    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
+        """Make the change; return facts (journaled with `done`)."""
+
+    def verify(self, host: Any, ctx: RunContext, intent: dict, facts: dict) -> dict:
+        """Prove the change took effect (reads only; skipped in a dry run); more facts."""
+
+    def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
+        """Put back what the step changed; safe whether apply ran fully, partly or not at all."""
+
+    def holds(self, host: Any, ctx: RunContext, record: StepRecord) -> str | None:
+        """For `resume`: None when a done step's effect still holds, else why not."""
+
+    def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
+        """What the operator must do by hand when `undo` failed."""
+
+
+@dataclass
+class StepReport:
+    id: str
+    kind: str
+    description: str
+    status: StepStatus = StepStatus.NOT_RUN
+    start: float | None = None  # seconds since the call began
+    seconds: float | None = None
+    detail: str = ""
+    changes: list[str] = field(default_factory=list)
+    error: str | None = None
+    hint: str | None = None
+    undo: str | None = None  # what the undo did, or why it failed
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "description": self.description,
+                "status": self.status.value, "start": _r(self.start), "seconds": _r(self.seconds),
+                "detail": self.detail, "changes": self.changes, "error": self.error,
+                "hint": self.hint, "undo": self.undo}
+
+
+@dataclass
+class RunReport:
+    mode: str  # plan | run | rollback | resume
+    run_id: str
+    plan: str
+    service: str
+    steps: list[StepReport]
+    outcome: Outcome = Outcome.DONE
+    exit_code: ExitCode = ExitCode.OK
+    error: str | None = None
+    hint: str | None = None
+    changes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    manual: list[str] = field(default_factory=list)  # exit 4: what the operator must do
+    seconds: float = 0.0
+    downtime: float | None = None  # service stopped -> proven healthy again
+    trace: str | None = None  # a bug's traceback
+
+    def to_dict(self) -> dict:
+        return {"ok": self.exit_code == ExitCode.OK, "mode": self.mode, "run_id": self.run_id,
+                "plan": self.plan, "service": self.service, "outcome": self.outcome.value,
+                "exit_code": int(self.exit_code), "error": self.error, "hint": self.hint,
+                "seconds": _r(self.seconds), "downtime": _r(self.downtime),
+                "steps": [s.to_dict() for s in self.steps], "changes": self.changes,
+                "warnings": self.warnings, "notes": self.notes, "manual": self.manual}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _observe_nothing(event: str, **data: Any) -> None:
+    pass
+
+
+class Engine:
+    """Run steps on a host with a journal; one instance per command."""
+
+    def __init__(self, steps: list[Step], host: Any, journal: Journal, ctx: RunContext, *,
+                 mode: str, plan_sha256: str = "", observe: Callable[..., None] = _observe_nothing):
+        self.steps = steps
+        self.host = host
+        self.journal = journal
+        self.ctx = ctx
+        self.dry = host.changes.dry
+        self.mode = mode
+        self.plan_sha256 = plan_sha256
+        self.observe = observe
+        self.t0 = host.clock.now()
+        self.error: BaseException | None = None
+        plan = ctx.plan
+        self.report = RunReport(mode, ctx.run_id, _plan_path(plan),
+                                getattr(getattr(plan, "service", None), "name", "?"),
+                                [StepReport(s.id, s.kind, s.describe()) for s in steps])
+        self.by_id = {r.id: r for r in self.report.steps}
+        for s in steps:
+            ctx.records.setdefault(s.id, StepRecord(s.id, s.kind))
+        ctx.progress = self._progress
+        ctx.persist = self._persist
+
+    # -- public entry points ---------------------------------------------------------
+    def execute(self) -> RunReport:
+        """Check every step, then apply them in order; roll back on failure."""
+        self._journal(Event.RUN_STARTED, run_id=self.ctx.run_id, mode=self.mode,
+                      plan=self.report.plan, plan_sha256=self.plan_sha256,
+                      service=self.report.service, pid=os.getpid(), host=socket.gethostname(),
+                      steps=[{"id": s.id, "kind": s.kind} for s in self.steps])
+        if self._check(self.steps):
+            self._forward(self.steps)
+        return self._finish()
+
+    def resume(self, history: RunHistory) -> RunReport:
+        """Verify the done steps of an interrupted run, then continue forwards."""
+        self._match(history)
+        self._journal(Event.RUN_RESUMED, mode="resume", pid=os.getpid(), host=socket.gethostname())
+        todo: list[Step] = []
+        for step in self.steps:
+            rec = self.ctx.records[step.id]
+            row = self.by_id[step.id]
+            if todo or rec.state == StepState.PENDING:
+                todo.append(step)
+            elif rec.state == StepState.DONE:
+                reason = self._call(lambda: step.holds(self.host, self.ctx, rec))
+                if reason:
+                    return self._refuse(RefusedError(
+                        f"cannot resume: step {step.id} was done but no longer holds: {reason}",
+                        hint=f"finish the run backwards: orchestrator rollback {self.report.plan}"))
+                row.status, row.detail = StepStatus.VERIFIED, _summary(rec.facts) or "still holds"
+            elif rec.state in (StepState.STARTED, StepState.FAILED):
+                # In flight at the crash: put back whatever it did, then run it again.
+                if not self._undo_one(step, rec):
+                    return self._finish_rollback(incomplete=True)
+                rec.state = StepState.PENDING
+                todo.append(step)
+            else:
+                return self._refuse(RefusedError(
+                    f"cannot resume: a rollback of this run already started "
+                    f"(step {step.id} is {rec.state.value})",
+                    hint=f"finish it: orchestrator rollback {self.report.plan}"))
+        if self._check(todo):
+            self._forward(todo)
+        return self._finish()
+
+    def rollback(self, history: RunHistory) -> RunReport:
+        """Undo, newest first, every step an interrupted run touched."""
+        self._journal(Event.RUN_RESUMED, mode="rollback", pid=os.getpid(), host=socket.gethostname())
+        self.report.error = history.message or "rollback requested"
+        self._rollback()
+        if self.report.outcome == Outcome.ROLLED_BACK:
+            self.report.exit_code = ExitCode.OK  # asked for, and complete
+        return self._finish()
+
+    # -- the forward loop -------------------------------------------------------------
+    def _check(self, steps: list[Step]) -> bool:
+        for step in steps:
+            try:
+                self.report.warnings.extend(step.check(self.host, self.ctx) or [])
+            except (Exception, KeyboardInterrupt) as exc:  # reported; nothing changed yet
+                self._fail(step, exc)
+                self._end_refused(exc)
+                return False
+        return True
+
+    def _forward(self, steps: list[Step]) -> None:
+        for step in steps:
+            row = self.by_id[step.id]
+            rec = self.ctx.records[step.id]
+            mark = len(self.host.changes)
+            row.start = self.host.clock.now() - self.t0
+            self.observe("step-started", step=step.id, text=row.description)
+            try:
+                intent = step.intend(self.host, self.ctx)
+                rec.intent, rec.state, rec.changes = intent, StepState.STARTED, None
+                rec.facts, rec.progress = {}, {}
+                self._journal(Event.STEP_STARTED, step=step.id, intent=intent)
+                _crash_point(step.id, "before")
+                facts = step.apply(self.host, self.ctx, intent) or {}
+                rec.facts = facts
+                if not self.dry:
+                    facts.update(step.verify(self.host, self.ctx, intent, facts) or {})
+            except (Exception, KeyboardInterrupt) as exc:  # every failure rolls back
+                row.changes = self.host.changes.texts(mark)
+                row.seconds = self.host.clock.now() - self.t0 - row.start
+                self._fail(step, exc)
+                self._after_failure()
+                return
+            row.changes = self.host.changes.texts(mark)
+            rec.state, rec.changes = StepState.DONE, row.changes
+            self._journal(Event.STEP_DONE, step=step.id, facts=facts, changes=row.changes)
+            _crash_point(step.id, "after")
+            row.seconds = self.host.clock.now() - self.t0 - row.start
+            row.status = StepStatus.WOULD if self.dry else StepStatus.DONE
+            row.detail = _summary(facts)
+            self.observe("step-finished", step=step.id, status=row.status.value,
+                         seconds=row.seconds, detail=row.detail)
+
+    def _after_failure(self) -> None:
+        if self.dry or not any(r.needs_undo for r in self.ctx.records.values()):
+            self._end_refused(self.error)
+        else:
+            self._rollback()
+
+    def _fail(self, step: Step, exc: BaseException) -> None:
+        row = self.by_id[step.id]
+        rec = self.ctx.records[step.id]
+        row.status = StepStatus.FAILED
+        self.error = exc
+        if isinstance(exc, OrchestratorError):
+            row.error, row.hint = exc.message, exc.hint
+        elif isinstance(exc, KeyboardInterrupt):
+            row.error, row.hint = "interrupted", None
+        else:
+            row.error = f"internal error: {type(exc).__name__}: {exc}"
+            row.hint = "this is a bug in orchestrator; please report the traceback"
+            self.report.trace = "".join(traceback.format_exception(exc))
+        self.report.error = f"{step.id}: {row.error}"
+        self.report.hint = row.hint
+        if rec.state == StepState.STARTED:
+            rec.state, rec.changes = StepState.FAILED, list(row.changes)
+            rec.error, rec.hint = row.error, row.hint
+            self._journal(Event.STEP_FAILED, step=step.id, error=row.error, hint=row.hint,
+                          changes=rec.changes)
+        self.observe("step-finished", step=step.id, status=row.status.value,
+                     seconds=row.seconds, detail=row.error)
+
+    def _end_refused(self, exc: BaseException | None) -> None:
+        self.report.outcome = Outcome.REFUSED
+        if isinstance(exc, KeyboardInterrupt):
+            code = ExitCode.INTERRUPTED
+        elif not isinstance(exc, OrchestratorError):
+            code = ExitCode.INTERNAL
+        elif exc.exit_code in (ExitCode.BAD_INPUT, ExitCode.JOURNAL_OPEN):
+            code = exc.exit_code
+        else:
+            code = ExitCode.REFUSED
+        self.report.exit_code = code
+
+    def _refuse(self, exc: OrchestratorError) -> RunReport:
+        self.report.error, self.report.hint = exc.message, exc.hint
+        self._end_refused(exc)
+        return self._finish()
+
+    # -- undo ---------------------------------------------------------------------------
+    def _rollback(self) -> None:
+        incomplete = False
+        for step in reversed([s for s in self.steps if self.ctx.records[s.id].state.touched]):
+            try:
+                incomplete |= not self._undo_one(step, self.ctx.records[step.id])
+            except KeyboardInterrupt:
+                self.report.manual.append(f"the rollback was interrupted at {step.id}")
+                incomplete = True
+                break
+        self._finish_rollback(incomplete=incomplete)
+
+    def _finish_rollback(self, *, incomplete: bool) -> RunReport:
+        if incomplete:
+            self.report.outcome = Outcome.ROLLBACK_INCOMPLETE
+            self.report.exit_code = ExitCode.ROLLBACK_INCOMPLETE
+            self.report.manual.append(
+                f"then run `orchestrator rollback {self.report.plan}` to finish and close the run")
+        else:
+            self.report.outcome = Outcome.ROLLED_BACK
+            self.report.exit_code = ExitCode.ROLLED_BACK
+        return self.report
+
+    def _undo_one(self, step: Step, rec: StepRecord) -> bool:
+        row = self.by_id[step.id]
+        self._journal(Event.UNDO_STARTED, step=step.id)
+        rec.state = StepState.UNDOING
+        self.observe("undo-started", step=step.id)
+        mark = len(self.host.changes)
+        try:
+            text = step.undo(self.host, self.ctx, rec)
+        except Exception as exc:  # noqa: BLE001 - keep undoing the others
+            if isinstance(exc, OrchestratorError):
+                msg = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            else:
+                msg = f"internal error: {type(exc).__name__}: {exc}"
+                self.report.trace = "".join(traceback.format_exception(exc))
+            rec.state, rec.undo_error = StepState.UNDO_FAILED, msg
+            self._journal(Event.UNDO_FAILED, step=step.id, error=msg)
+            row.status, row.undo = StepStatus.UNDO_FAILED, msg
+            row.changes += self.host.changes.texts(mark)
+            self.report.manual.append(f"{step.id}: {self._call(lambda: step.manual_undo(self.ctx, rec))}")
+            self.observe("undo-finished", step=step.id, ok=False, detail=msg)
+            return False
+        rec.state = StepState.UNDONE
+        self._journal(Event.UNDO_DONE, step=step.id, detail=text)
+        if row.status != StepStatus.FAILED:
+            row.status = StepStatus.UNDONE
+        row.undo = text or "nothing to undo"
+        row.changes += self.host.changes.texts(mark)
+        self.observe("undo-finished", step=step.id, ok=True, detail=row.undo)
+        return True
+
+    # -- helpers ------------------------------------------------------------------------
+    def _finish(self) -> RunReport:
+        r = self.report
+        r.seconds = self.host.clock.now() - self.t0
+        r.changes = self.host.changes.texts()
+        if r.outcome == Outcome.DONE and self.dry:
+            r.outcome = Outcome.PLANNED
+        r.downtime = _downtime(r.steps)
+        still_open = r.outcome == Outcome.REFUSED and self.mode != "run" and any(
+            rec.needs_undo for rec in self.ctx.records.values())
+        if not still_open:  # a refused resume leaves the earlier run open, as it was
+            self._journal(Event.RUN_FINISHED, outcome=_JOURNAL_OUTCOME[r.outcome].value,
+                          exit_code=int(r.exit_code), message=r.error)
+        return r
+
+    def _journal(self, event: Event, **fields: Any) -> None:
+        self.journal.append(event, **fields)
+
+    def _progress(self, step_id: str, line: str) -> None:
+        self.observe("step-line", step=step_id, line=line)
+
+    def _persist(self, step_id: str, data: dict) -> None:
+        rec = self.ctx.records[step_id]
+        first = not rec.progress
+        rec.progress.update(data)
+        self._journal(Event.STEP_PROGRESS, step=step_id, data=data)
+        if first:
+            _crash_point(step_id, "during")
+
+    def _match(self, history: RunHistory) -> None:
+        ids = [s.id for s in self.steps]
+        if list(history.steps) != ids or (history.plan_sha256 and self.plan_sha256
+                                          and history.plan_sha256 != self.plan_sha256):
+            raise InputError(f"the plan {self.report.plan} is not the one the open run used "
+                             f"({history.plan})",
+                             hint="resume with the same plan file, unchanged; or use rollback")
+
+    @staticmethod
+    def _call(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except OrchestratorError as exc:
+            return exc.message
+
+
+_JOURNAL_OUTCOME = {Outcome.DONE: RunOutcome.DONE, Outcome.PLANNED: RunOutcome.DONE,
+                    Outcome.REFUSED: RunOutcome.REFUSED, Outcome.ROLLED_BACK: RunOutcome.ROLLED_BACK,
+                    Outcome.ROLLBACK_INCOMPLETE: RunOutcome.ROLLBACK_INCOMPLETE}
+
+
+def _summary(facts: dict) -> str:
+    return str(facts.get("summary", "")) if isinstance(facts, dict) else ""
+
+
+def _downtime(steps: list[StepReport]) -> float | None:
+    """Seconds from the start of stop-service to the end of the last health-check/start."""
+    stop = next((s for s in steps if s.kind == "stop-service" and s.start is not None
+                 and s.status in (StepStatus.DONE, StepStatus.WOULD)), None)
+    if stop is None:
+        return None
+    ends = [s for s in steps if s.kind in ("health-check", "start-service")
+            and s.status in (StepStatus.DONE, StepStatus.WOULD) and s.seconds is not None]
+    if not ends:
+        return None
+    last = ends[-1]
+    return last.start + last.seconds - stop.start
+
+
+def _crash_point(step_id: str, where: str) -> None:
+    """Tests only: die like kill -9 at `<step-id>:<where>` when the variable names it."""
+    wanted = os.environ.get(CRASH_ENV)
+    if wanted and wanted == f"{step_id}:{where}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+__all__ = ["Engine", "Outcome", "RunContext", "RunReport", "Step", "StepReport", "StepStatus",
+           "new_run_id", "CRASH_ENV"]
+
+
+def _plan_path(plan: Any) -> str:
+    source = getattr(plan, "source", None)
+    return str(Path(source).absolute()) if source is not None else "?"
