@@ -1,0 +1,122 @@
+"""Wire a plan to this machine: the host (real or dry), the steps, the journal and the lock.
+
+This is where the plan's service becomes a service manager, its URL and
+credential sources a REST client factory, and the state folder a journal.
+Everything else receives these as parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import InputError
+from orchestrator.journal import Journal, MemoryJournal, RunLock, safe_name
+from orchestrator.steps.base import RunContext
+
+DEFAULT_STATE_DIR = Path("/var/lib/orchestrator")
+STATE_ENV = "ORCHESTRATOR_STATE_DIR"
+REST_TIMEOUT = (3.0, 30.0)
+
+
+@dataclass
+class Run:
+    """Everything one command needs to act on a plan."""
+
+    plan: Any
+    steps: list[Any]
+    host: Any
+    ctx: RunContext
+    journal: Journal
+    lock: RunLock
+    state_dir: Path
+    plan_sha256: str
+    notes: list[str] = field(default_factory=list)
+
+
+def state_dir_for(plan: Any | None, given: Path | None) -> Path:
+    """The state folder: --state-dir, else the plan's state_dir, else $ORCHESTRATOR_STATE_DIR,
+    else /var/lib/orchestrator."""
+    if given is not None:
+        return Path(given)
+    if plan is not None and getattr(plan, "state_dir", None):
+        return Path(plan.state_dir)
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV])
+    return DEFAULT_STATE_DIR
+
+
+def journal_for(state_dir: Path, service: str) -> Journal:
+    return Journal.for_service(state_dir, service)
+
+
+def plan_digest(plan: Any) -> str:
+    try:
+        return hashlib.sha256(Path(plan.source).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def open_run(plan: Any, *, dry: bool, state_dir: Path | None = None, run_id: str | None = None,
+             records: dict | None = None) -> Run:
+    """Build the host, steps and context for `plan` (dry: changes are only recorded)."""
+    from orchestrator.engine import new_run_id
+    from orchestrator.host.clock import RealClock
+    from orchestrator.host.host import make_host
+    from orchestrator.host.runner import RealRunner
+    from orchestrator.orthanc.config import load_config
+    from orchestrator.steps import build
+
+    svc = plan.service
+    state = state_dir_for(plan, state_dir)
+    config = load_config(svc.config)
+    runner, clock = RealRunner(), RealClock()
+    manager = _manager(plan, config, runner, clock)
+    orthanc, hidden = _rest_factory(plan, config)
+    host = make_host(dry=dry, manager=manager, orthanc=orthanc, runner=runner, clock=clock,
+                     hidden_env=hidden)
+    run_id = run_id or new_run_id()
+    ctx = RunContext(plan=plan, run_id=run_id,
+                     run_dir=state / safe_name(svc.name) / run_id, records=dict(records or {}))
+    journal = MemoryJournal() if dry else journal_for(state, svc.name)
+    return Run(plan, build(plan), host, ctx, journal, RunLock.for_service(state, svc.name), state,
+               plan_digest(plan))
+
+
+def _manager(plan: Any, config: Any, runner: Any, clock: Any) -> Any:
+    from orchestrator.services.base import ServiceTarget
+    from orchestrator.services.detect import make_manager
+
+    svc = plan.service
+    target = ServiceTarget(
+        name=svc.name, binary=Path(svc.binary), config=Path(svc.config),
+        index_dir=Path(config.index_dir) if config.index_backend == "sqlite" else None,
+        pidfile=svc.pidfile, log_file=svc.log_file, user=svc.user,
+        install_dir=svc.install_dir, stop_grace=float(svc.stop_grace))
+    return make_manager(str(svc.manager), target, runner, clock)
+
+
+def _rest_factory(plan: Any, config: Any) -> tuple[Any, list[str]]:
+    from orchestrator.orthanc.credentials import resolve
+    from orchestrator.orthanc.rest import OrthancClient
+
+    svc = plan.service
+    creds = svc.credentials
+    url = svc.url or config.local_url
+    try:
+        clean, credentials = resolve(url, username=creds.username if creds else None,
+                                     password_env=creds.password_env if creds else None,
+                                     password_file=creds.password_file if creds else None)
+    except InputError as exc:
+        raise InputError(f"service.credentials: {exc.message}", hint=exc.hint) from None
+    hidden = [creds.password_env] if creds and creds.password_env else []
+    # A local health check on a self-signed certificate: the service is ours, on loopback.
+    verify = not (config.ssl and url.startswith("https://127.0.0.1"))
+
+    def factory() -> Any:
+        return OrthancClient(clean, credentials, verify=verify, timeout=REST_TIMEOUT)
+
+    return factory, hidden
