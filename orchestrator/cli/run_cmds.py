@@ -1,0 +1,216 @@
+"""`plan`, `run`, `status`, `rollback`, `resume`: the upgrade commands.
+
+Each one loads the plan, wires it to this machine, calls the engine, renders
+the report and exits with its code. `run`, `rollback` and `resume` hold the
+service's run lock; `run` refuses (exit 5) while the last run's journal is open.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+PLAN_ARG = click.argument("plan_path", metavar="PLAN", type=click.Path(path_type=Path))
+STATE_OPT = click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+                         help="Journal and lock folder (default: the plan's state_dir, "
+                              "$ORCHESTRATOR_STATE_DIR, or /var/lib/orchestrator).")
+JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@click.command()
+@PLAN_ARG
+@STATE_OPT
+@JSON_OPT
+def plan(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
+    """Dry-run a plan: every step and the exact changes; changes nothing."""
+    run = _open(plan_path, dry=True, state_dir=state_dir)
+    engine = _engine(run, "plan")
+    note = _open_journal_note(run)
+    report = engine.execute()
+    if note:
+        report.notes.append(note)
+    _emit(report, as_json)
+
+
+@click.command()
+@PLAN_ARG
+@STATE_OPT
+@JSON_OPT
+def run(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
+    """Run a plan; on failure roll back automatically."""
+    r = _open(plan_path, dry=False, state_dir=state_dir)
+    with _locked(r, "run"):
+        history = r.journal.last_run()
+        if history is not None and history.open:
+            from orchestrator.errors import JournalOpenError
+
+            raise JournalOpenError(
+                f"the last run {history.run_id} of {r.plan.service.name} is unfinished "
+                f"(journal {r.journal.path})",
+                hint=f"see `orchestrator status {plan_path}`, then `orchestrator rollback "
+                     f"{plan_path}` (or `resume`)")
+        _emit(_engine(r, "run").execute(), as_json)
+
+
+@click.command()
+@click.argument("plan_path", metavar="[PLAN]", required=False, type=click.Path(path_type=Path))
+@STATE_OPT
+@JSON_OPT
+def status(plan_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Explain the last run from its journal."""
+    from orchestrator.journal import Journal, read_lock_owner
+    from orchestrator.report import to_json
+    from orchestrator.report.run import render_history
+    from orchestrator.steps.wiring import journal_for, state_dir_for
+
+    if plan_path is not None:
+        from orchestrator.plan import load_plan
+
+        p = load_plan(plan_path)
+        state = state_dir_for(p, state_dir)
+        journals = [journal_for(state, p.service.name)]
+    else:
+        state = state_dir_for(None, state_dir)
+        found = sorted(state.glob("*.journal"), key=lambda f: f.stat().st_mtime) \
+            if state.is_dir() else []
+        journals = [Journal(f) for f in found[-1:]]
+    history = journals[0].last_run() if journals else None
+    if history is None:
+        where = journals[0].path if journals else state
+        if as_json:
+            click.echo(to_json({"ok": True, "run": None, "journal": str(where)}))
+        else:
+            click.echo(f"no run recorded in {where}")
+        return
+    owner = read_lock_owner(journals[0].path.with_suffix(".lock"))
+    if as_json:
+        click.echo(to_json({"ok": not history.open, "journal": str(journals[0].path),
+                            "running": owner.__dict__ if owner else None,
+                            "run": history.to_dict()}))
+    else:
+        click.echo(render_history(history, lock_owner=owner,
+                                  plan_hint=str(plan_path) if plan_path else None))
+    if history.open and owner is None:
+        raise SystemExit(5)
+
+
+@click.command()
+@PLAN_ARG
+@STATE_OPT
+@JSON_OPT
+def rollback(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
+    """Finish an interrupted run backwards: old state, old service healthy."""
+    _continue(plan_path, state_dir, as_json, "rollback")
+
+
+@click.command()
+@PLAN_ARG
+@STATE_OPT
+@JSON_OPT
+def resume(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
+    """Continue an interrupted run forwards where each done step can be verified."""
+    _continue(plan_path, state_dir, as_json, "resume")
+
+
+# -- wiring --------------------------------------------------------------------------
+
+def _open(plan_path: Path, *, dry: bool, state_dir: Path | None, **kwargs: Any) -> Any:
+    from orchestrator.orthanc.config import load_config
+    from orchestrator.plan import check_against_config, load_plan
+    from orchestrator.steps.wiring import open_run
+
+    plan_ = load_plan(plan_path)
+    check_against_config(plan_, load_config(plan_.service.config))
+    return open_run(plan_, dry=dry, state_dir=state_dir, **kwargs)
+
+
+def _engine(run: Any, mode: str) -> Any:
+    from orchestrator.engine import Engine
+    from orchestrator.report.run import Progress
+
+    engine = Engine(run.steps, run.host, run.journal, run.ctx, mode=mode,
+                    plan_sha256=run.plan_sha256, observe=Progress())
+    engine.report.notes.extend(run.notes)
+    return engine
+
+
+def _continue(plan_path: Path, state_dir: Path | None, as_json: bool, mode: str) -> None:
+    from orchestrator.plan import load_plan
+    from orchestrator.steps.wiring import journal_for, state_dir_for
+
+    plan_ = load_plan(plan_path)
+    journal = journal_for(state_dir_for(plan_, state_dir), plan_.service.name)
+    history = journal.last_run()
+    if history is None or not history.open:
+        what = "no run recorded" if history is None else \
+            f"the last run {history.run_id} is closed ({history.outcome.value})"
+        if as_json:
+            from orchestrator.report import to_json
+
+            click.echo(to_json({"ok": True, "mode": mode, "message": f"{what}: nothing to {mode}"}))
+        else:
+            click.echo(f"{what}: nothing to {mode}")
+        return
+    r = _open(plan_path, dry=False, state_dir=state_dir, run_id=history.run_id,
+              records=history.steps)
+    with _locked(r, mode):
+        engine = _engine(r, mode)
+        report = engine.rollback(history) if mode == "rollback" else engine.resume(history)
+        _emit(report, as_json)
+
+
+class _locked:
+    """Hold the service's run lock; turn SIGTERM/SIGHUP into an interrupt (which rolls back)."""
+
+    def __init__(self, run: Any, command: str):
+        self.run, self.command = run, command
+
+    def __enter__(self) -> Any:
+        self.run.lock.acquire(self.command)
+        stale = self.run.lock.stale_message()
+        if stale:
+            self.run.notes.append(stale)
+            click.echo(f"orchestrator: {stale}", err=True)
+        self.previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+        return self.run
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.run.lock.release()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _open_journal_note(run: Any) -> str | None:
+    """For `plan`: say when the journal on disk would make `run` refuse."""
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.steps.wiring import journal_for
+
+    try:
+        history = journal_for(run.state_dir, run.plan.service.name).last_run()
+    except OrchestratorError as exc:
+        return f"the journal cannot be read: {exc.message}"
+    if history is None or not history.open:
+        return None
+    return (f"the last run {history.run_id} is unfinished: `run` refuses (exit 5) until it is "
+            "rolled back or resumed")
+
+
+def _emit(report: Any, as_json: bool) -> None:
+    from orchestrator.report import to_json
+    from orchestrator.report.run import render_report
+
+    if as_json:
+        click.echo(to_json(report.to_dict()))
+    else:
+        click.echo(render_report(report))
+        if report.trace:
+            click.echo(report.trace, err=True)
+    sys.exit(int(report.exit_code))

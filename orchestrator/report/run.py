@@ -1,0 +1,130 @@
+"""Render a run (plan, run, rollback, resume) and a journal's last run (status), for humans.
+
+`--json` prints `RunReport.to_dict()` / `RunHistory.to_dict()` instead; both
+carry the same facts and timings as the text.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from orchestrator.report import table
+
+TITLES = {"plan": "dry run (nothing was changed)", "run": "run", "rollback": "rollback",
+          "resume": "resume"}
+OUTCOMES = {
+    "done": "done",
+    "planned": "dry run complete: nothing blocking",
+    "refused": "refused: nothing was changed",
+    "rolled-back": "failed, and rolled back: the service runs on its old state",
+    "rollback-incomplete": "failed, and the rollback is INCOMPLETE: act now (below)",
+}
+
+
+def _secs(x: float | None) -> str:
+    return "" if x is None else f"{x:.2f}s"
+
+
+def render_report(report: Any) -> str:
+    """The step table, the changes, the downtime and the verdict of an engine call."""
+    r = report
+    lines = [f"orchestrator {r.mode}: {TITLES.get(r.mode, r.mode)} — service {r.service}, "
+             f"plan {r.plan}, run {r.run_id}", ""]
+    rows = [(str(i), s.id, s.status.value, _secs(s.seconds), _one_line(s.error or s.detail))
+            for i, s in enumerate(r.steps, 1)]
+    lines.append(table(rows, ("#", "step", "status", "time", "detail")))
+    undone = [s for s in r.steps if s.undo]
+    if undone:
+        lines += ["", "rollback:"]
+        lines += [f"  {s.id}: {s.undo}" for s in reversed(undone)]
+    if r.changes:
+        verb = "would" if r.mode == "plan" else "changed"
+        lines += ["", f"changes ({verb}):"]
+        lines += [f"  - {c}" for c in r.changes]
+    if r.warnings:
+        lines += ["", "warnings:"] + [f"  ! {w}" for w in r.warnings]
+    for note in r.notes:
+        lines.append(f"note: {note}")
+    lines.append("")
+    if r.downtime is not None and r.mode != "plan":
+        lines.append(f"downtime (stop -> healthy): {r.downtime:.2f}s")
+    lines.append(f"total: {r.seconds:.2f}s")
+    lines.append(f"result: {OUTCOMES.get(r.outcome.value, r.outcome.value)} (exit {int(r.exit_code)})")
+    if r.error and r.outcome.value != "done":
+        lines.append(f"error: {r.error}")
+        if r.hint:
+            lines.append(f"hint: {r.hint}")
+    if r.manual:
+        lines += ["", "DO THIS NOW, in order:"]
+        lines += [f"  {i}. {m}" for i, m in enumerate(r.manual, 1)]
+    return "\n".join(lines)
+
+
+def render_history(run: Any, *, lock_owner: Any = None, plan_hint: str | None = None) -> str:
+    """Explain a journal's last run: what finished, what was in flight, what to do next."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
+    lines = [f"service {run.service}: last run {run.run_id} ({run.mode}), started {when} by pid "
+             f"{run.pid} on {run.host}", f"plan: {run.plan}", ""]
+    rows = []
+    for i, s in enumerate(run.steps.values(), 1):
+        dur = _secs(s.finished - s.started) if s.finished and s.started else ""
+        detail = s.undo_error or s.error or str(s.facts.get("summary", "")) if s.facts or s.error \
+            or s.undo_error else ""
+        rows.append((str(i), s.id, s.state.value, dur, _one_line(detail)))
+    lines.append(table(rows, ("#", "step", "state", "time", "detail")))
+    lines.append("")
+    plan = plan_hint or run.plan
+    if lock_owner is not None:
+        lines.append(f"a run is in progress right now: {lock_owner.describe()}")
+    elif run.outcome is None:
+        flight = [s for s in run.steps.values() if s.state.value in ("started", "undoing")]
+        where = f" during {flight[-1].id}" if flight else " between two steps"
+        lines.append(f"INTERRUPTED: the run stopped{where} (pid {run.pid} is gone) and its "
+                     "journal is open.")
+        lines.append(f"  to go back to the old state:  orchestrator rollback {plan}")
+        lines.append(f"  to finish it forwards:        orchestrator resume {plan}")
+    elif run.open:
+        lines.append(f"ROLLBACK INCOMPLETE (exit {run.exit_code}): {run.message}")
+        lines.append(f"  fix what the run reported, then: orchestrator rollback {plan}")
+    else:
+        lines.append(f"finished: {OUTCOMES.get(run.outcome.value, run.outcome.value)} "
+                     f"(exit {run.exit_code})" + (f": {run.message}" if run.message else ""))
+    if run.torn_tail:
+        lines.append("note: the journal's last line was torn by a crash; it is ignored")
+    return "\n".join(lines)
+
+
+def _one_line(text: Any, width: int = 110) -> str:
+    s = " ".join(str(text or "").split())
+    return s if len(s) <= width else s[:width - 1] + "…"
+
+
+class Progress:
+    """Live step progress on a terminal (stderr); silent otherwise."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __call__(self, event: str, **data: Any) -> None:
+        if not self.live:
+            return
+        step = data.get("step", "")
+        if event == "step-started":
+            self._line(f"-> {step}: {data.get('text', '')}")
+        elif event == "step-line":
+            self._line(f"   | {_one_line(data.get('line', ''), 120)}")
+        elif event == "step-finished":
+            self._line(f"   {data.get('status')} {step} {_secs(data.get('seconds'))} "
+                       f"{_one_line(data.get('detail', ''), 100)}")
+        elif event == "undo-started":
+            self._line(f"<- undo {step}")
+        elif event == "undo-finished":
+            self._line(f"   {'undone' if data.get('ok') else 'UNDO FAILED'} {step}: "
+                       f"{_one_line(data.get('detail', ''), 100)}")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
