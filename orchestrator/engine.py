@@ -20,9 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 import traceback
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -142,10 +140,6 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
 def _observe_nothing(event: str, **data: Any) -> None:
     pass
 
@@ -234,6 +228,9 @@ class Engine:
                 self.report.warnings.extend(step.check(self.host, self.ctx) or [])
             except (Exception, KeyboardInterrupt) as exc:  # reported; nothing changed yet
                 self._fail(step, exc)
+                line = getattr(step, "line", None)
+                if line:
+                    self.report.error = f"{step.id} (plan line {line}): {self.by_id[step.id].error}"
                 self._end_refused(exc)
                 return False
         return True
@@ -320,7 +317,7 @@ class Engine:
     # -- undo ---------------------------------------------------------------------------
     def _rollback(self) -> None:
         incomplete = False
-        for step in reversed([s for s in self.steps if self.ctx.records[s.id].state.touched]):
+        for step in reversed([s for s in self.steps if self.ctx.records[s.id].needs_undo]):
             try:
                 incomplete |= not self._undo_one(step, self.ctx.records[step.id])
             except KeyboardInterrupt:
@@ -446,7 +443,7 @@ def _crash_point(step_id: str, where: str) -> None:
 
 
 __all__ = ["Engine", "Outcome", "RunContext", "RunReport", "Step", "StepReport", "StepStatus",
-           "new_run_id", "CRASH_ENV"]
+           "CRASH_ENV"]
 
 
 def _plan_path(plan: Any) -> str:

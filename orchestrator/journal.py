@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -147,6 +148,11 @@ _STATE_AFTER = {
     Event.UNDO_DONE: StepState.UNDONE,
     Event.UNDO_FAILED: StepState.UNDO_FAILED,
 }
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: the local time and a random suffix."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 def safe_name(name: str) -> str:

@@ -1,4 +1,4 @@
-"""command: run a plan-given argv (a package install, a dump), with an optional undo argv.
+"""run a plan-given argv (a package install, a dump), with an optional undo argv.
 
 Never a shell: the argv goes to the runner as a list, so a value with spaces,
 quotes or `;` stays one argument. Its output is not journaled (it could hold
@@ -26,7 +26,7 @@ class Command(StepBase):
         for key in ("argv", "undo"):
             argv = self.options.get(key)
             if argv and shutil.which(argv[0]) is None:
-                raise InputError(f"command: {argv[0]} ({key}) is not an executable program here",
+                raise InputError(f"{argv[0]} ({key}) is not an executable program here",
                                  hint="give an absolute path, or install the program")
         return []
 

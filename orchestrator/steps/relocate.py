@@ -1,4 +1,4 @@
-"""relocate: build a new database folder (Debian's db-vN layout) and point the config at it.
+"""build a new database folder (Debian's db-vN layout) and point the config at it.
 
 The new folder gets a durable copy of the SQLite index and hard links to the
 attachments (immutable, content-addressed files: a link is safe and costs no
@@ -42,18 +42,18 @@ def _check_target(host: Any, ctx: RunContext, options: dict, *, staged_by: str |
     to = Path(options["to"])
     storage, index_dir = sources(ctx, options)
     if to in (storage, index_dir) or storage in to.parents or to in storage.parents:
-        raise InputError(f"relocate: {to} overlaps the current folder {storage}",
+        raise InputError(f"{to} overlaps the current folder {storage}",
                          hint="choose a new sibling folder, e.g. /var/lib/orthanc/db-v7")
     staged = staged_by is not None and ctx.records.get(staged_by) is not None and \
         ctx.records[staged_by].state.touched
     if host.files.exists(to) and not staged and not host.files.is_empty_dir(to):
-        raise InputError(f"relocate: {to} exists and is not empty",
+        raise InputError(f"{to} exists and is not empty",
                          hint="relocate builds a new folder: give a new path, or move that one aside")
     if not host.files.exists(storage):
-        raise InputError(f"relocate: the source folder {storage} does not exist",
+        raise InputError(f"the source folder {storage} does not exist",
                          hint="check relocate.from or StorageDirectory")
     if not host.files.same_device(storage, to):
-        raise InputError(f"relocate: {to} is not on the file system of {storage}: attachments "
+        raise InputError(f"{to} is not on the file system of {storage}: attachments "
                          "cannot be hard-linked", hint="choose a folder on the same file system")
     return to
 
@@ -112,7 +112,7 @@ class Relocate(StepBase):
                 try:
                     set_string_value(text, key, str(to))
                 except InputError as exc:
-                    raise InputError(f"relocate: {path}: {exc.message}", hint=exc.hint) from None
+                    raise InputError(f"{path}: {exc.message}", hint=exc.hint) from None
         return []
 
     def _edits(self, ctx: RunContext) -> dict[Path, list[str]]:
@@ -126,11 +126,11 @@ class Relocate(StepBase):
                 continue  # it follows StorageDirectory
             where = forced or defined
             if where is None:
-                raise InputError("relocate: no config file sets StorageDirectory",
+                raise InputError("no config file sets StorageDirectory",
                                  hint="add \"StorageDirectory\" to the config, or name the file "
                                       "with relocate.config_file")
             if defined is not None and Path(defined) != where:
-                raise InputError(f"relocate: {key} is set in {defined}, not in {where}",
+                raise InputError(f"{key} is set in {defined}, not in {where}",
                                  hint="drop relocate.config_file, or move the key into that file")
             edits.setdefault(where, []).append(key)
         return edits
@@ -139,7 +139,7 @@ class Relocate(StepBase):
         storage, index_dir = sources(ctx, self.options)
         to = Path(self.options["to"])
         if not host.files.exists(index_dir / "index"):
-            raise StepError(f"relocate: no index at {index_dir / 'index'}",
+            raise StepError(f"no index at {index_dir / 'index'}",
                             hint="check relocate.from or IndexDirectory")
         backups = Path(ctx.run_dir) / "config-backup"
         edits = [{"file": str(f), "keys": keys, "backup": str(backups / f"{n}-{f.name}")}
@@ -188,12 +188,12 @@ class Relocate(StepBase):
         to = Path(intent["to"])
         for name, digest in facts["index_sha256"].items():
             if host.files.sha256(to / name) != digest:
-                raise StepError(f"relocate: the copy {to / name} does not match what was read",
+                raise StepError(f"the copy {to / name} does not match what was read",
                                 hint="check the disk; the old folder was not changed")
         config = service_config(ctx)
         for key, got in (("StorageDirectory", config.storage_dir), ("IndexDirectory", config.index_dir)):
             if Path(got) != to:
-                raise StepError(f"relocate: after the rewrite the config's {key} is {got}, not {to}",
+                raise StepError(f"after the rewrite the config's {key} is {got}, not {to}",
                                 hint=f"is {key} also set in another file of the config folder?")
         return {}
 

@@ -1,4 +1,4 @@
-"""snapshot: copy the SQLite index aside before any new binary opens it.
+"""copy the SQLite index aside before any new binary opens it.
 
 The index and its side files (`index-wal`, `index-shm`, present after a
 crash) are copied durably and their SHA-256 recorded; optionally the
@@ -39,14 +39,14 @@ class Snapshot(StepBase):
         config = service_config(ctx)
         if config.index_backend != "sqlite":
             if not self.options.get("allow_non_sqlite"):
-                raise InputError(f"snapshot: the index is in {config.index_backend}: there is no "
+                raise InputError(f"the index is in {config.index_backend}: there is no "
                                  "file to copy", hint="take a database dump with a `command` step "
                                  "and set snapshot: {allow_non_sqlite: true}")
-            return [f"snapshot: no index copy ({config.index_backend}); rely on your own dump"]
+            return [f"no index copy ({config.index_backend}); rely on your own dump"]
         if self.options.get("link_attachments"):
             where = snapshot_dir(ctx, self.options)
             if not host.files.same_device(config.storage_dir, where):
-                raise InputError(f"snapshot: {where} is not on the file system of "
+                raise InputError(f"{where} is not on the file system of "
                                  f"{config.storage_dir}: attachments cannot be hard-linked",
                                  hint="set snapshot.dir to a folder on the storage's file system")
         return []
@@ -57,7 +57,7 @@ class Snapshot(StepBase):
             return {"skipped": True, "backend": config.index_backend}
         index_dir = Path(config.index_dir)
         if not host.files.exists(index_dir / "index"):
-            raise StepError(f"snapshot: no index at {index_dir / 'index'}",
+            raise StepError(f"no index at {index_dir / 'index'}",
                             hint="check IndexDirectory in the configuration")
         present = [n for n in INDEX_NAMES if host.files.exists(index_dir / n)]
         return {"dir": str(snapshot_dir(ctx, self.options)), "index_dir": str(index_dir),
@@ -89,7 +89,7 @@ class Snapshot(StepBase):
         where = Path(intent["dir"])
         for name, digest in facts["sha256"].items():
             if host.files.sha256(where / name) != digest:
-                raise StepError(f"snapshot: the copy {where / name} does not match what was read",
+                raise StepError(f"the copy {where / name} does not match what was read",
                                 hint="check the disk; the index was not changed")
         return {}
 

@@ -1,4 +1,4 @@
-"""upgrade: run `BINARY --upgrade CONFIG` as the service user, under a watchdog.
+"""run `BINARY --upgrade CONFIG` as the service user, under a watchdog.
 
 Before: refuse when the index the upgrade would open is missing (Orthanc
 would create a fresh empty database there and report success), and refuse a
@@ -39,13 +39,13 @@ class Upgrade(StepBase):
 
         svc = ctx.plan.service
         if not host.files.exists(Path(svc.binary)):
-            raise InputError(f"upgrade: the binary {svc.binary} does not exist",
+            raise InputError(f"the binary {svc.binary} does not exist",
                              hint="fix service.binary in the plan")
         run_as(svc.user)  # an unknown user, or no root to switch to it, refuses now
         if service_config(ctx).index_backend == "sqlite":
             before = [s.kind for s in ctx.plan.steps[:self.index]]
             if not any(k in ROLLBACK_POINTS for k in before):
-                raise InputError("upgrade: no snapshot or relocate before it: a failed upgrade "
+                raise InputError("no snapshot or relocate before it: a failed upgrade "
                                  "could not be rolled back",
                                  hint="add `- snapshot` (or a relocate step) before `- upgrade`")
         return []
@@ -55,7 +55,7 @@ class Upgrade(StepBase):
         config = service_config(ctx)
         index_dir = upgrade_index_dir(ctx)
         if config.index_backend == "sqlite" and not host.files.exists(index_dir / "index"):
-            raise StepError(f"upgrade: no index at {index_dir / 'index'}: --upgrade would create "
+            raise StepError(f"no index at {index_dir / 'index'}: --upgrade would create "
                             "a fresh empty database there and report success",
                             hint="check IndexDirectory (or the relocation's source)")
         log = Path(ctx.run_dir) / "upgrade.log"
@@ -86,7 +86,7 @@ class Upgrade(StepBase):
                  "summary": verdict.message}
         ctx.persist(self.id, facts)
         if not verdict.ok:
-            raise StepError(f"upgrade: {verdict.message} (log: {intent['log']})", hint=verdict.hint)
+            raise StepError(f"{verdict.message} (log: {intent['log']})", hint=verdict.hint)
         return facts
 
     def verify(self, host: Any, ctx: RunContext, intent: dict, facts: dict) -> dict:
@@ -97,14 +97,14 @@ class Upgrade(StepBase):
         index = read_index(Path(intent["index_dir"]))
         expected = expected_db(host, ctx)
         if not index.exists or not index.readable:
-            raise StepError(f"upgrade: cannot read the index after --upgrade: "
+            raise StepError(f"cannot read the index after --upgrade: "
                             f"{index.error or 'missing'}", hint=f"see {intent['log']}")
         if index.schema_version != expected:
-            raise StepError(f"upgrade: the index is at schema {index.schema_version} after "
+            raise StepError(f"the index is at schema {index.schema_version} after "
                             f"--upgrade, expected {expected}", hint=f"see {intent['log']}")
         before = preflight_facts(ctx).get("counts")
         if before and index.counts != before:
-            raise StepError(f"upgrade: the index holds {counts_text(index.counts)} after --upgrade, "
+            raise StepError(f"the index holds {counts_text(index.counts)} after --upgrade, "
                             f"{counts_text(before)} before",
                             hint="is this the right index folder? (a wrong IndexDirectory gets a "
                                  "fresh empty database)")

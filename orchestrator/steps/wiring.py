@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError
-from orchestrator.journal import Journal, MemoryJournal, RunLock, safe_name
+from orchestrator.journal import Journal, MemoryJournal, RunLock, new_run_id, safe_name
 from orchestrator.steps.base import RunContext
 
 DEFAULT_STATE_DIR = Path("/var/lib/orchestrator")
@@ -63,7 +63,6 @@ def plan_digest(plan: Any) -> str:
 def open_run(plan: Any, *, dry: bool, state_dir: Path | None = None, run_id: str | None = None,
              records: dict | None = None) -> Run:
     """Build the host, steps and context for `plan` (dry: changes are only recorded)."""
-    from orchestrator.engine import new_run_id
     from orchestrator.host.clock import RealClock
     from orchestrator.host.host import make_host
     from orchestrator.host.runner import RealRunner
