@@ -61,8 +61,12 @@ def plan_digest(plan: Any) -> str:
 
 
 def open_run(plan: Any, *, dry: bool, state_dir: Path | None = None, run_id: str | None = None,
-             records: dict | None = None) -> Run:
-    """Build the host, steps and context for `plan` (dry: changes are only recorded)."""
+             records: dict | None = None, runner: Any = None,
+             manager_options: dict | None = None) -> Run:
+    """Build the host, steps and context for `plan` (dry: changes are only recorded).
+
+    `runner` and `manager_options` (e.g. a SysV `script`) are for embedding and tests.
+    """
     from orchestrator.host.clock import RealClock
     from orchestrator.host.host import make_host
     from orchestrator.host.runner import RealRunner
@@ -72,8 +76,8 @@ def open_run(plan: Any, *, dry: bool, state_dir: Path | None = None, run_id: str
     svc = plan.service
     state = state_dir_for(plan, state_dir)
     config = load_config(svc.config)
-    runner, clock = RealRunner(), RealClock()
-    manager = _manager(plan, config, runner, clock)
+    runner, clock = runner or RealRunner(), RealClock()
+    manager = _manager(plan, config, runner, clock, manager_options)
     orthanc, hidden = _rest_factory(plan, config)
     host = make_host(dry=dry, manager=manager, orthanc=orthanc, runner=runner, clock=clock,
                      hidden_env=hidden)
@@ -85,7 +89,7 @@ def open_run(plan: Any, *, dry: bool, state_dir: Path | None = None, run_id: str
                plan_digest(plan))
 
 
-def _manager(plan: Any, config: Any, runner: Any, clock: Any) -> Any:
+def _manager(plan: Any, config: Any, runner: Any, clock: Any, options: dict | None) -> Any:
     from orchestrator.services.base import ServiceTarget
     from orchestrator.services.detect import make_manager
 
@@ -95,7 +99,7 @@ def _manager(plan: Any, config: Any, runner: Any, clock: Any) -> Any:
         index_dir=Path(config.index_dir) if config.index_backend == "sqlite" else None,
         pidfile=svc.pidfile, log_file=svc.log_file, user=svc.user,
         install_dir=svc.install_dir, stop_grace=float(svc.stop_grace))
-    return make_manager(str(svc.manager), target, runner, clock)
+    return make_manager(str(svc.manager), target, runner, clock, options=options)
 
 
 def _rest_factory(plan: Any, config: Any) -> tuple[Any, list[str]]:
