@@ -1,0 +1,270 @@
+"""Send the DICOM files of an Orthanc storage folder to an Orthanc over REST.
+
+With the stopped source's index (DIR/index, or --index) exactly the full-DICOM
+attachments are sent (fileType 1), each decompressed per its row and checked
+against the row's MD5; the dicom-until-pixel-data attachments (fileType 3)
+and JSON summaries (fileType 2) are skipped. Without an index, every file is
+judged by its content (see orthanc/storage.py). The same pool, resume state,
+report and exit code as `replicate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import InputError, OrthancHttpError
+from orchestrator.orthanc import storage
+from orchestrator.orthanc.storage import Attachment, FileType, Kind, StorageEntry, StorageFormatError
+from orchestrator.replication.listing import is_instance_id
+from orchestrator.replication.outcome import Outcome, Result, Summary
+from orchestrator.replication.pool import RetryPolicy, TransferPool, Work
+from orchestrator.replication.state import ResumeState, StateStore, Watermark
+from orchestrator.replication.target import (Presence, connect, has_instance, limit_warnings,
+                                             md5_of, store)
+from orchestrator.replication.transport import Endpoint
+
+DEFAULT_WORKERS = 4
+NOT_DICOM = "not DICOM"
+UNTIL_PIXEL_DATA = "dicom-until-pixel-data (a copy without pixels: never imported)"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    index: Path | None = None  # None: DIR/index when present
+    use_index: bool = True  # False: judge every file by its content
+    workers: int = DEFAULT_WORKERS
+    dry_run: bool = False
+    verify: bool = False
+    full: bool = False
+    presence: str = "auto"
+    max_size: int = storage.DEFAULT_MAX_SIZE
+    target_config: Path | None = None
+    policy: RetryPolicy = RetryPolicy()
+
+
+def find_index(root: Path, options: ImportOptions) -> Path | None:
+    if not options.use_index:
+        return None
+    if options.index is not None:
+        return options.index
+    candidate = root / storage.INDEX_FILE
+    return candidate if candidate.is_file() else None
+
+
+class StorageImport:
+    """One run of `import-storage`."""
+
+    def __init__(self, root: Path, target: Endpoint, store_: StateStore, options: ImportOptions,
+                 progress: Callable[[Summary, int | None], None] | None = None):
+        if not root.is_dir():
+            raise InputError(f"{root} is not a folder", hint="give the Orthanc storage folder")
+        self.root, self.target, self.state_store, self.options = root, target, store_, options
+        self.progress = progress or (lambda summary, total: None)
+        self.presence = Presence("always" if options.dry_run else options.presence)
+        self.summary = Summary("import-storage", str(root), target.base_url,
+                               dry_run=options.dry_run)
+        self.total: int | None = None
+        self.con: sqlite3.Connection | None = None
+        self._verify_lock = threading.Lock()
+
+    def run(self) -> Summary:
+        started = time.monotonic()
+        opts = self.options
+        connect(self.target, "target", opts.policy)
+        self.summary.notes.extend(limit_warnings(opts.target_config))
+        index = find_index(self.root, opts)
+        mode = "index" if index else "content"
+        state = self.state_store.fresh() if opts.full else self.state_store.load()
+        if state.extra.get("mode") != mode:
+            state = self.state_store.fresh()
+        state.extra["mode"] = mode
+        if state.cursor is not None:
+            self.summary.resumed_from = f"{'attachment row' if index else 'file'} {state.cursor}"
+        if index is None:
+            self.summary.notes.append("no index: DICOM files are recognised by their content")
+            self._run(state, self._content_listing(state), self._import_file, self._file_for)
+        else:
+            self.summary.notes.append(f"reading the attachments listed in {index}")
+            with storage.open_index(index) as con:
+                self.con = con
+                self._check_index_matches(con)
+                self.total = con.execute("SELECT COUNT(*) FROM AttachedFiles WHERE fileType = ?",
+                                         (int(FileType.DICOM),)).fetchone()[0]
+                self._run(state, self._index_listing(state), self._import_attachment,
+                          self._attachment_for)
+        self.summary.elapsed = time.monotonic() - started
+        return self.summary
+
+    def _run(self, state: ResumeState, listing: Iterator[Work], work: Callable,
+             lookup: Callable[[str], object | None]) -> None:
+        main = Watermark(state.cursor, state.listed)
+
+        def on_result(result: Result) -> None:
+            self.summary.add(result)
+            if result.outcome is Outcome.FAILED:
+                state.record_failure(result.item, result.reason)
+            self.progress(self.summary, self.total)
+
+        def save(watermark: Watermark) -> None:
+            if self.options.dry_run:
+                return
+            if watermark is main and main.cursor is not None:
+                state.cursor, state.listed = main.cursor, main.weight
+            self.state_store.save(state)
+
+        pool = TransferPool(self.options.workers, on_result=on_result, save=save)
+        before = dict(state.failures)
+        state.failures.clear()
+        retry = [Work(None, found) for found in map(lookup, before) if found is not None]
+        aborted = pool.run(retry, work, Watermark())
+        if aborted is not None:
+            for item, reason in before.items():
+                state.failures.setdefault(item, reason)
+        else:
+            aborted = pool.run(listing, work, main)
+        self.summary.aborted = aborted
+
+    # -- listings ---------------------------------------------------------------------
+    def _content_listing(self, state: ResumeState) -> Iterator[Work]:
+        after = state.cursor if isinstance(state.cursor, str) else None
+        for entry in storage.walk(self.root, after):
+            yield Work(entry.rel, entry)
+
+    def _index_listing(self, state: ResumeState) -> Iterator[Work]:
+        after = state.cursor if isinstance(state.cursor, int) else 0
+        if not after:
+            # The index files and anything else beside the xx/ folders: report, never send.
+            for entry in storage.walk_top(self.root):
+                yield Work(None, entry)
+        assert self.con is not None
+        for att in storage.attachments(self.con, after):
+            yield Work(att.rowid, att, 1 if att.file_type == FileType.DICOM else 0)
+
+    def _check_index_matches(self, con: sqlite3.Connection) -> None:
+        sample = [a for _, a in zip(range(20), (a for a in storage.attachments(con)
+                                                if a.file_type == FileType.DICOM))]
+        if sample and not any(_exists(self.root, a.uuid) for a in sample):
+            raise InputError(f"none of the first {len(sample)} files that the index lists is in "
+                             f"{self.root}", hint="is this the storage folder of that index? "
+                             "(give the right one, or --no-index to judge files by content)")
+
+    def _file_for(self, rel: str) -> StorageEntry | None:
+        path = self.root / rel
+        return StorageEntry(rel, path) if ".." not in rel.split("/") else None
+
+    def _attachment_for(self, rel: str) -> Attachment | None:
+        uuid = rel.rsplit("/", 1)[-1]
+        assert self.con is not None
+        row = self.con.execute("SELECT rowid FROM AttachedFiles WHERE uuid = ?",
+                               (uuid,)).fetchone()
+        if row is None:
+            return None
+        return next(storage.attachments(self.con, row[0] - 1, batch=1), None)
+
+    # -- one item -------------------------------------------------------------------
+    def _import_file(self, entry: StorageEntry) -> Result:
+        if entry.problem:
+            return Result(Outcome.SKIPPED, entry.rel, entry.problem)
+        try:
+            kind, dicom = storage.classify(storage.read_file(entry.path, self.options.max_size),
+                                           self.options.max_size)
+        except StorageFormatError as exc:
+            return Result(Outcome.FAILED, entry.rel, f"{entry.rel}: {exc}")
+        if kind is Kind.NOT_DICOM:
+            return Result(Outcome.SKIPPED, entry.rel, NOT_DICOM)
+        if kind is Kind.UNTIL_PIXEL_DATA:
+            return Result(Outcome.SKIPPED, entry.rel, UNTIL_PIXEL_DATA)
+        if self.options.dry_run:
+            return Result(Outcome.WOULD_COPY, entry.rel)
+        return self._send(entry.rel, dicom, None)
+
+    def _import_attachment(self, item: Attachment | StorageEntry) -> Result:
+        if isinstance(item, StorageEntry):  # a file beside the xx/ folders
+            return Result(Outcome.SKIPPED, item.rel, item.problem or NOT_DICOM)
+        att = item
+        rel = f"{att.uuid[0:2]}/{att.uuid[2:4]}/{att.uuid}"
+        if att.file_type == FileType.DICOM_UNTIL_PIXEL_DATA:
+            return Result(Outcome.SKIPPED, rel, UNTIL_PIXEL_DATA)
+        if att.file_type != FileType.DICOM:
+            return Result(Outcome.SKIPPED, rel, NOT_DICOM)
+        if not is_instance_id(att.instance_id):
+            return Result(Outcome.FAILED, rel, f"{rel}: the index ties it to no instance")
+        policy = self.options.policy
+        if self.presence.should_ask():
+            present, problem = has_instance(self.target, att.instance_id, policy)
+            if problem:
+                return Result(Outcome.FAILED, rel, problem, transient="HTTP 5" in problem)
+            self.presence.record(bool(present))
+            if present:
+                if self.options.verify and not self.options.dry_run:
+                    return self._verify_present(rel, att)
+                return Result(Outcome.PRESENT, rel, instance_id=att.instance_id)
+        if self.options.dry_run:
+            return Result(Outcome.WOULD_COPY, rel, instance_id=att.instance_id)
+        try:
+            data = storage.read_attachment(self.root, att, self.options.max_size)
+        except StorageFormatError as exc:
+            return Result(Outcome.FAILED, rel, f"{rel}: {exc}")
+        if att.md5 and hashlib.md5(data).hexdigest() != att.md5.lower():
+            return Result(Outcome.FAILED, rel, f"{rel}: its content does not match the MD5 in "
+                          "the index (damaged on disk)")
+        return self._send(rel, data, att.instance_id)
+
+    def _send(self, rel: str, data: bytes, expected: str | None) -> Result:
+        stored = store(self.target, data, expected, self.options.policy)
+        if stored.outcome is Outcome.PRESENT:
+            self.presence.record(True)
+        result = Result(stored.outcome, rel, stored.reason and f"{rel}: {stored.reason}",
+                        size=len(data), instance_id=stored.instance_id, transient=stored.transient)
+        if self.options.verify and result.outcome in (Outcome.COPIED, Outcome.PRESENT):
+            return self._verify(result, hashlib.md5(data).hexdigest())
+        return result
+
+    def _verify_present(self, rel: str, att: Attachment) -> Result:
+        expected = att.md5.lower()
+        if not expected:
+            try:
+                expected = hashlib.md5(storage.read_attachment(self.root, att,
+                                                               self.options.max_size)).hexdigest()
+            except StorageFormatError as exc:
+                return Result(Outcome.FAILED, rel, f"{rel}: {exc}")
+        return self._verify(Result(Outcome.PRESENT, rel, instance_id=att.instance_id), expected)
+
+    def _verify(self, result: Result, local_md5: str) -> Result:
+        """Compare the target's MD5 of the instance with the storage file's (inline --verify)."""
+        try:
+            remote, how = md5_of(self.target, result.instance_id, self.options.policy)
+        except OrthancHttpError as exc:
+            remote, how = None, f"error: {exc.message}"
+        with self._verify_lock:
+            report = self.summary.verify = self.summary.verify or {
+                "ok": True, "checked": 0, "equal": 0, "different": 0, "hashed": 0, "notes": []}
+            report["checked"] += 1
+            if how == "hashed" and not report["hashed"]:
+                report["notes"].append("the target does not store MD5s "
+                                       "(StoreMD5ForAttachments off): its files were hashed")
+            report["hashed"] += how == "hashed"
+            if remote == local_md5:
+                report["equal"] += 1
+                return result
+            report["ok"] = False
+            report["different"] += 1
+        if how.startswith("error"):
+            return Result(Outcome.FAILED, result.item, f"{result.item}: verify: {how[7:]}")
+        return Result(Outcome.FAILED, result.item,
+                      f"{result.item}: verify: MD5 {remote or 'missing'} on the target, "
+                      f"{local_md5} in the storage folder")
+
+
+def _exists(root: Path, uuid: str) -> bool:
+    try:
+        return os.path.lexists(storage.attachment_path(root, uuid))
+    except StorageFormatError:
+        return False

@@ -1,0 +1,102 @@
+"""What happened to each instance, and the run's summary (counts, reasons, exit code)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+from orchestrator.errors import ExitCode
+
+MAX_LISTED = 1000  # failures (and verify problems) listed one by one; beyond, only counted
+
+
+class Outcome(Enum):
+    COPIED = "copied"
+    PRESENT = "already present"
+    WOULD_COPY = "would copy"  # --dry-run
+    SKIPPED = "skipped"  # not to be copied: not DICOM, no pixels, gone from the source
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome for one item (an instance ID, or a storage file's relative path)."""
+
+    outcome: Outcome
+    item: str
+    reason: str = ""
+    size: int = 0
+    instance_id: str = ""
+    transient: bool = False  # failed for a reason that may pass (5xx, connection)
+
+
+@dataclass
+class Summary:
+    """Counts and reasons of one run; owns the exit code."""
+
+    kind: str  # "replicate" | "import-storage"
+    source: str  # redacted URL or folder
+    target: str  # redacted URL
+    dry_run: bool = False
+    counts: Counter = field(default_factory=Counter)  # Outcome -> n
+    skipped: Counter = field(default_factory=Counter)  # reason -> n
+    failures: list[dict] = field(default_factory=list)  # first MAX_LISTED {item, reason}
+    bytes_copied: int = 0
+    elapsed: float = 0.0
+    aborted: str | None = None  # why the run stopped early (the state lets a rerun resume)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # informative, not a problem
+    resumed_from: str | None = None
+    verify: dict | None = None  # filled by --verify
+
+    def add(self, result: Result) -> None:
+        self.counts[result.outcome] += 1
+        if result.outcome is Outcome.COPIED:
+            self.bytes_copied += result.size
+        elif result.outcome is Outcome.SKIPPED:
+            self.skipped[result.reason] += 1
+        elif result.outcome is Outcome.FAILED and len(self.failures) < MAX_LISTED:
+            self.failures.append({"item": result.item, "reason": result.reason})
+
+    def count(self, outcome: Outcome) -> int:
+        return self.counts.get(outcome, 0)
+
+    @property
+    def verify_ok(self) -> bool:
+        return self.verify is None or bool(self.verify.get("ok"))
+
+    @property
+    def ok(self) -> bool:
+        return not self.count(Outcome.FAILED) and self.aborted is None and self.verify_ok
+
+    @property
+    def exit_code(self) -> ExitCode:
+        # One code for "something was not copied or did not verify": the summary says what.
+        return ExitCode.OK if self.ok else ExitCode.REFUSED
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "exit_code": int(self.exit_code),
+            "command": self.kind,
+            "source": self.source,
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "counts": {o.value: self.count(o) for o in Outcome},
+            "skipped": dict(sorted(self.skipped.items())),
+            "failures": list(self.failures),
+            "failures_not_listed": max(0, self.count(Outcome.FAILED) - len(self.failures)),
+            "bytes_copied": self.bytes_copied,
+            "elapsed_s": round(self.elapsed, 3),
+            "rate_per_s": round(self.processed / self.elapsed, 1) if self.elapsed > 0 else None,
+            "aborted": self.aborted,
+            "resumed_from": self.resumed_from,
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "verify": self.verify,
+        }
+
+    @property
+    def processed(self) -> int:
+        return sum(self.counts.values())

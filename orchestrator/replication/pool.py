@@ -1,0 +1,158 @@
+"""The transfer pool: N workers over a bounded window, retries, resumable checkpoints.
+
+The listing is consumed lazily (never buffered whole): at most `window` items
+are in flight. Results come back to the calling thread, which alone touches
+the summary, the watermark and the resume state. A run stops early (and says
+why) when a side is unreachable after retries or when many instances in a row
+fail for a transient reason; the state then lets a rerun continue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import OrthancHttpError
+from orchestrator.replication.outcome import Outcome, Result
+from orchestrator.replication.state import Watermark
+from orchestrator.replication.transport import Answer
+
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Work:
+    """One item to process; `key` orders it in the listing (None: outside the listing)."""
+
+    key: Any
+    item: Any
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A listing position with nothing to do (a change that is not a new instance)."""
+
+    key: Any
+    weight: int = 0
+
+
+class Unreachable(Exception):
+    """A side did not answer at all, even after retries: stop the run."""
+
+    def __init__(self, error: OrthancHttpError):
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6  # 0.5 + 1 + 2 + 4 + 8 s of waiting: rides over a restart
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * (2 ** attempt))
+
+
+def with_retries(call: Callable[[], Answer], policy: RetryPolicy,
+                 sleep: Callable[[float], None] = time.sleep) -> Answer:
+    """Return the first non-transient answer, retrying connection errors and 5xx with backoff.
+
+    After the last attempt, a transient answer is returned as it is (the caller
+    records it) and a connection error raises Unreachable.
+    """
+    for attempt in range(policy.attempts):
+        last = attempt == policy.attempts - 1
+        try:
+            answer = call()
+        except OrthancHttpError as exc:
+            if not exc.transient:
+                raise Unreachable(exc) from None
+            if last:
+                raise Unreachable(exc) from None
+        else:
+            if answer.status not in TRANSIENT_STATUS or last:
+                return answer
+        sleep(policy.delay(attempt))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class TransferPool:
+    """Run `work(item) -> Result` over a listing with `workers` threads."""
+
+    def __init__(self, workers: int, *, on_result: Callable[[Result], None],
+                 save: Callable[[Watermark], None], save_every: float = 1.0,
+                 breaker: int | None = None, clock: Callable[[], float] = time.monotonic):
+        self.workers = max(1, workers)
+        self.window = self.workers * 4
+        self.on_result = on_result
+        self.save = save
+        self.save_every = save_every
+        self.breaker = breaker or max(20, 3 * self.workers)
+        self.clock = clock
+        self.aborted: str | None = None
+        self._streak = 0
+
+    def run(self, listing: Iterable[Work | Checkpoint], work: Callable[[Any], Result],
+            watermark: Watermark) -> str | None:
+        """Process the listing; return why the run stopped early, or None."""
+        last_save = self.clock()
+        inflight: dict[Future, int | None] = {}
+        executor = ThreadPoolExecutor(self.workers, thread_name_prefix="transfer")
+        try:
+            iterator = iter(listing)
+            while self.aborted is None:
+                try:
+                    entry = next(iterator)
+                except StopIteration:
+                    break
+                except Unreachable as exc:
+                    self.aborted = exc.error.message
+                    break
+                except OrthancHttpError as exc:
+                    self.aborted = f"listing failed: {exc.message}"
+                    break
+                if isinstance(entry, Checkpoint):
+                    watermark.finish(watermark.add(entry.key, entry.weight))
+                    continue
+                token = watermark.add(entry.key, entry.weight) if entry.key is not None else None
+                inflight[executor.submit(work, entry.item)] = token
+                while len(inflight) >= self.window and self.aborted is None:
+                    self._collect(inflight, watermark)
+                if self.clock() - last_save >= self.save_every:
+                    self.save(watermark)
+                    last_save = self.clock()
+            while inflight:
+                self._collect(inflight, watermark)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+            self.save(watermark)
+        return self.aborted
+
+    def _collect(self, inflight: dict[Future, int | None], watermark: Watermark) -> None:
+        done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+        for future in done:
+            token = inflight.pop(future)
+            try:
+                result = future.result()
+            except Unreachable as exc:
+                # Not finished: the watermark stays before it, and a rerun redoes it.
+                if self.aborted is None:
+                    self.aborted = exc.error.message
+                continue
+            if self.aborted is not None and result.transient:
+                continue  # a casualty of the stop, redone on the next run
+            self.on_result(result)
+            if token is not None:
+                watermark.finish(token)
+            if result.outcome is Outcome.FAILED and result.transient:
+                self._streak += 1
+                if self._streak >= self.breaker and self.aborted is None:
+                    self.aborted = (f"stopped after {self._streak} instances in a row failed; "
+                                    f"last: {result.reason}")
+            else:
+                self._streak = 0

@@ -1,0 +1,162 @@
+"""What both commands do with an Orthanc: connect, ask for presence, store, read MD5s."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import OrthancHttpError, RefusedError
+from orchestrator.replication.listing import detail, get_json, status_hint
+from orchestrator.replication.outcome import Outcome
+from orchestrator.replication.pool import RetryPolicy, TRANSIENT_STATUS, Unreachable, with_retries
+from orchestrator.replication.transport import Endpoint
+
+PRESENCE_PATIENCE = 64  # misses in a row before "auto" stops asking the target first
+
+
+def connect(endpoint: Endpoint, role: str, policy: RetryPolicy) -> dict:
+    """GET /system; raise RefusedError naming the side when it is not a usable Orthanc."""
+    try:
+        system = get_json(endpoint, "/system", policy)
+    except Unreachable as exc:
+        raise RefusedError(f"{role} {exc.error.message}", hint=exc.error.hint) from None
+    except OrthancHttpError as exc:
+        raise RefusedError(f"{role} {exc.message}", hint=exc.hint) from None
+    if not isinstance(system, dict) or "Version" not in system:
+        raise RefusedError(f"{role} {endpoint.base_url}/system: not an Orthanc answer",
+                           hint="is this URL an Orthanc server?")
+    return system
+
+
+def count_instances(endpoint: Endpoint, policy: RetryPolicy) -> int | None:
+    try:
+        stats = get_json(endpoint, "/statistics", policy)
+    except (OrthancHttpError, Unreachable):
+        return None
+    value = stats.get("CountInstances") if isinstance(stats, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class Presence:
+    """Whether to ask the target for an instance before sending it.
+
+    "always" and "never" are fixed. "auto" asks while asking pays: after
+    PRESENCE_PATIENCE misses in a row (an empty target) it stops asking and
+    relies on POST answering AlreadyStored; the first AlreadyStored turns
+    asking back on (a target that already holds part of the data).
+    """
+
+    def __init__(self, mode: str = "auto"):
+        self.mode = mode
+        self._asking = mode != "never"
+        self._misses = 0
+        self._lock = threading.Lock()
+
+    def should_ask(self) -> bool:
+        return self._asking
+
+    def record(self, present: bool) -> None:
+        if self.mode != "auto":
+            return
+        with self._lock:
+            if present:
+                self._misses = 0
+                self._asking = True
+            else:
+                self._misses += 1
+                if self._misses >= PRESENCE_PATIENCE:
+                    self._asking = False
+
+
+@dataclass(frozen=True)
+class Stored:
+    outcome: Outcome  # COPIED, PRESENT or FAILED
+    reason: str = ""
+    instance_id: str = ""
+    transient: bool = False
+
+
+def has_instance(endpoint: Endpoint, iid: str, policy: RetryPolicy) -> tuple[bool | None, str]:
+    """(True/False, "") when the target answered; (None, reason) for another status."""
+    answer = with_retries(lambda: endpoint.get(f"/instances/{iid}"), policy)
+    if answer.status == 200:
+        return True, ""
+    if answer.status == 404:
+        return False, ""
+    return None, (f"target GET /instances/{iid}: HTTP {answer.status}{detail(answer.data)}"
+                  + _hint(answer.status))
+
+
+def store(endpoint: Endpoint, data: bytes, expected_id: str | None,
+          policy: RetryPolicy) -> Stored:
+    """POST one DICOM file and interpret the answer (a retried POST is harmless)."""
+    answer = with_retries(lambda: endpoint.post("/instances", data), policy)
+    if answer.status != 200:
+        return Stored(Outcome.FAILED, f"target refused the file: HTTP {answer.status}"
+                      f"{detail(answer.data)}{_hint(answer.status)}",
+                      transient=answer.status in TRANSIENT_STATUS)
+    try:
+        doc = json.loads(answer.data)
+        status, iid = str(doc.get("Status")), str(doc.get("ID"))
+    except (ValueError, AttributeError):
+        return Stored(Outcome.FAILED, "target answered the POST with something that is not "
+                      "an Orthanc store answer")
+    if expected_id and iid != expected_id:
+        return Stored(Outcome.FAILED, f"the file holds instance {iid}, not {expected_id} "
+                      "(the source sent another instance)", instance_id=iid)
+    if status == "Success":
+        return Stored(Outcome.COPIED, instance_id=iid)
+    if status == "AlreadyStored":
+        return Stored(Outcome.PRESENT, instance_id=iid)
+    return Stored(Outcome.FAILED, f"target did not store it: Status {status}", instance_id=iid)
+
+
+def md5_of(endpoint: Endpoint, iid: str, policy: RetryPolicy) -> tuple[str | None, str]:
+    """Return (md5, how): how is "stored", "hashed" (MD5s not stored: file hashed) or "missing"."""
+    answer = with_retries(lambda: endpoint.get(f"/instances/{iid}/attachments/dicom/md5"),
+                          policy)
+    if answer.status == 200:
+        text = answer.data.decode("ascii", "replace").strip()
+        if len(text) == 32:
+            return text.lower(), "stored"
+    elif answer.status != 404:
+        raise OrthancHttpError(f"GET {endpoint.base_url}/instances/{iid}/attachments/dicom/md5: "
+                               f"HTTP {answer.status}{detail(answer.data)}",
+                               status=answer.status)
+    # 404: no such instance, or StoreMD5ForAttachments is off: hash the file itself.
+    answer = with_retries(lambda: endpoint.get(f"/instances/{iid}/file"), policy)
+    if answer.status == 404:
+        return None, "missing"
+    if answer.status != 200:
+        raise OrthancHttpError(f"GET {endpoint.base_url}/instances/{iid}/file: "
+                               f"HTTP {answer.status}{detail(answer.data)}", status=answer.status)
+    return hashlib.md5(answer.data).hexdigest(), "hashed"
+
+
+def _hint(status: int) -> str:
+    hint = status_hint(status)
+    return f"; {hint}" if hint else ""
+
+
+def limit_warnings(config_path: Path | None) -> list[str]:
+    """Warnings about a target that recycles (deletes) patients to make room."""
+    if config_path is None:
+        return ["the target's MaximumStorageSize/MaximumPatientCount are not visible over "
+                "REST (Orthanc 1.10): give its configuration with --target-config to check that "
+                "it will not delete old patients to make room"]
+    from orchestrator.orthanc.config import load_config
+
+    config = load_config(config_path)
+    out = []
+    if config.max_storage_size:
+        out.append(f"the target has MaximumStorageSize {config.max_storage_size} MB "
+                   f"({config.file_defining('MaximumStorageSize')}): it deletes its oldest "
+                   "patients to make room, so a large copy can silently lose data")
+    if config.max_patient_count:
+        out.append(f"the target has MaximumPatientCount {config.max_patient_count} "
+                   f"({config.file_defining('MaximumPatientCount')}): it deletes its oldest "
+                   "patients beyond that count")
+    return out
