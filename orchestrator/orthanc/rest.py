@@ -101,7 +101,7 @@ def http_error(method: str, url: str, resp: requests.Response) -> OrthancHttpErr
     try:
         body = resp.json()
         if isinstance(body, dict):
-            detail = str(body.get("Message") or body.get("Details") or "")[:200]
+            detail = str(body.get("Details") or body.get("Message") or "")[:200]
     except ValueError:
         pass
     hint = None

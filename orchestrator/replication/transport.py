@@ -74,6 +74,10 @@ class Endpoint:
             raise OrthancHttpError(f"{method} {url}: TLS verification failed",
                                    hint="give the CA with --ca-bundle (or --insecure, knowingly)"
                                    ) from exc
+        except urllib3.exceptions.ConnectTimeoutError as exc:
+            raise OrthancHttpError(f"{method} {url}: cannot connect (timed out)",
+                                   hint="is Orthanc running, and is the URL right?",
+                                   transient=True) from exc
         except urllib3.exceptions.TimeoutError as exc:
             raise OrthancHttpError(f"{method} {url}: no answer in time",
                                    hint="Orthanc is overloaded or hung", transient=True) from exc
