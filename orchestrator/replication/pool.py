@@ -85,13 +85,16 @@ class TransferPool:
     """Run `work(item) -> Result` over a listing with `workers` threads."""
 
     def __init__(self, workers: int, *, on_result: Callable[[Result], None],
-                 save: Callable[[Watermark], None], save_every: float = 1.0,
-                 breaker: int | None = None, clock: Callable[[], float] = time.monotonic):
+                 save: Callable[[Watermark], None], save_every: float = 0.25,
+                 save_count: int = 100, breaker: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.workers = max(1, workers)
         self.window = self.workers * 4
         self.on_result = on_result
         self.save = save
         self.save_every = save_every
+        self.save_count = save_count
+        self._unsaved = 0
         self.breaker = breaker or max(20, 3 * self.workers)
         self.clock = clock
         self.aborted: str | None = None
@@ -123,9 +126,9 @@ class TransferPool:
                 inflight[executor.submit(work, entry.item)] = token
                 while len(inflight) >= self.window and self.aborted is None:
                     self._collect(inflight, watermark)
-                if self.clock() - last_save >= self.save_every:
+                if self._unsaved >= self.save_count or self.clock() - last_save >= self.save_every:
                     self.save(watermark)
-                    last_save = self.clock()
+                    last_save, self._unsaved = self.clock(), 0
             while inflight:
                 self._collect(inflight, watermark)
         finally:
@@ -147,6 +150,7 @@ class TransferPool:
             if self.aborted is not None and result.transient:
                 continue  # a casualty of the stop, redone on the next run
             self.on_result(result)
+            self._unsaved += 1
             if token is not None:
                 watermark.finish(token)
             if result.outcome is Outcome.FAILED and result.transient:

@@ -19,8 +19,10 @@ PRESENCE_PATIENCE = 64  # misses in a row before "auto" stops asking the target 
 
 def connect(endpoint: Endpoint, role: str, policy: RetryPolicy) -> dict:
     """GET /system; raise RefusedError naming the side when it is not a usable Orthanc."""
+    # A side that is down at the start is reported quickly; mid-run, retries ride longer.
+    quick = RetryPolicy(min(3, policy.attempts), policy.base_delay, policy.max_delay)
     try:
-        system = get_json(endpoint, "/system", policy)
+        system = get_json(endpoint, "/system", quick)
     except Unreachable as exc:
         raise RefusedError(f"{role} {exc.error.message}", hint=exc.error.hint) from None
     except OrthancHttpError as exc:
