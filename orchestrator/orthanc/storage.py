@@ -34,7 +34,7 @@ from enum import Enum, IntEnum
 from pathlib import Path
 from urllib.parse import quote
 
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, RefusedError
 from orchestrator.orthanc.index import INDEX_FILE, lock_holder
 
 DEFAULT_MAX_SIZE = 1024 * 1024 * 1024  # largest instance read into memory (1 GiB)
@@ -381,7 +381,7 @@ def open_index(index: Path) -> Iterator[sqlite3.Connection]:
         raise InputError(f"no Orthanc index at {index}",
                          hint="give the stopped source's index with --index PATH")
     if lock_holder(index) is not None:
-        raise InputError(f"{index} is locked: an Orthanc is running on this storage",
+        raise RefusedError(f"{index} is locked: an Orthanc is running on this storage",
                          hint="stop that Orthanc first, or copy from it with `orchestrator replicate`")
     wal = index.with_name(index.name + "-wal")
     with contextlib.ExitStack() as stack:
