@@ -175,7 +175,8 @@ class Engine:
         self._journal(Event.RUN_STARTED, run_id=self.ctx.run_id, mode=self.mode,
                       plan=self.report.plan, plan_sha256=self.plan_sha256,
                       service=self.report.service, pid=os.getpid(), host=socket.gethostname(),
-                      steps=[{"id": s.id, "kind": s.kind} for s in self.steps])
+                      steps=[{"id": s.id, "kind": s.kind, "options": getattr(s, "options", {})}
+                             for s in self.steps])
         if self._check(self.steps):
             self._forward(self.steps)
         return self._finish()

@@ -115,6 +115,7 @@ class RunHistory:
     host: str
     started: float
     steps: dict[str, StepRecord]
+    specs: list[dict] = field(default_factory=list)  # id, kind, options: enough to undo
     mode: str = "run"
     outcome: RunOutcome | None = None
     exit_code: int | None = None
@@ -256,7 +257,8 @@ class Journal:
                          plan_sha256=head.get("plan_sha256", ""), service=head.get("service", "?"),
                          pid=int(head.get("pid") or 0), host=head.get("host", "?"),
                          started=float(head.get("time") or 0), steps=steps,
-                         mode=head.get("mode", "run"), torn_tail=torn)
+                         specs=list(head.get("steps", [])), mode=head.get("mode", "run"),
+                         torn_tail=torn)
         for rec in records[start + 1:]:
             _apply_record(run, rec)
         return run

@@ -27,7 +27,9 @@ JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print one JSON 
 @JSON_OPT
 def plan(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """Dry-run a plan: every step and the exact changes; changes nothing."""
-    run = _open(plan_path, dry=True, state_dir=state_dir)
+    from orchestrator.plan import load_plan
+
+    run = _open(load_plan(plan_path), dry=True, state_dir=state_dir, check=True)
     engine = _engine(run, "plan")
     note = _open_journal_note(run)
     report = engine.execute()
@@ -42,18 +44,26 @@ def plan(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
 @JSON_OPT
 def run(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """Run a plan; on failure roll back automatically."""
-    r = _open(plan_path, dry=False, state_dir=state_dir)
-    with _locked(r, "run"):
-        history = r.journal.last_run()
-        if history is not None and history.open:
-            from orchestrator.errors import JournalOpenError
+    from orchestrator.errors import JournalOpenError
+    from orchestrator.journal import RunLock
+    from orchestrator.plan import load_plan
+    from orchestrator.steps.wiring import journal_for, state_dir_for
 
+    plan_ = load_plan(plan_path)
+    state = state_dir_for(plan_, state_dir)
+    # Lock, then look at the journal, before reading anything a crashed run may have changed.
+    with _Locked(RunLock.for_service(state, plan_.service.name), "run") as lock:
+        history = journal_for(state, plan_.service.name).last_run()
+        if history is not None and history.open:
             raise JournalOpenError(
-                f"the last run {history.run_id} of {r.plan.service.name} is unfinished "
-                f"(journal {r.journal.path})",
+                f"the last run {history.run_id} of {plan_.service.name} is unfinished "
+                f"(journal in {state})",
                 hint=f"see `orchestrator status {plan_path}`, then `orchestrator rollback "
                      f"{plan_path}` (or `resume`)")
-        _emit(_engine(r, "run").execute(), as_json)
+        r = _open(plan_, dry=False, state_dir=state_dir, check=True)
+        engine = _engine(r, "run")
+        engine.report.notes.extend(lock.notes)
+        _emit(engine.execute(), as_json)
 
 
 @click.command()
@@ -118,13 +128,16 @@ def resume(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
 
 # -- wiring --------------------------------------------------------------------------
 
-def _open(plan_path: Path, *, dry: bool, state_dir: Path | None, **kwargs: Any) -> Any:
+def _open(plan_: Any, *, dry: bool, state_dir: Path | None, check: bool = False,
+          **kwargs: Any) -> Any:
+    """Wire the plan; `check` also cross-checks it against the Orthanc config (not for
+    rollback and resume: a crashed run may have pointed the config at its new folder)."""
     from orchestrator.orthanc.config import load_config
-    from orchestrator.plan import check_against_config, load_plan
+    from orchestrator.plan import check_against_config
     from orchestrator.steps.wiring import open_run
 
-    plan_ = load_plan(plan_path)
-    check_against_config(plan_, load_config(plan_.service.config))
+    if check:
+        check_against_config(plan_, load_config(plan_.service.config))
     return open_run(plan_, dry=dry, state_dir=state_dir, **kwargs)
 
 
@@ -132,56 +145,60 @@ def _engine(run: Any, mode: str) -> Any:
     from orchestrator.engine import Engine
     from orchestrator.report.run import Progress
 
-    engine = Engine(run.steps, run.host, run.journal, run.ctx, mode=mode,
-                    plan_sha256=run.plan_sha256, observe=Progress())
-    engine.report.notes.extend(run.notes)
-    return engine
+    return Engine(run.steps, run.host, run.journal, run.ctx, mode=mode,
+                  plan_sha256=run.plan_sha256, observe=Progress())
 
 
 def _continue(plan_path: Path, state_dir: Path | None, as_json: bool, mode: str) -> None:
+    from orchestrator.journal import RunLock
     from orchestrator.plan import load_plan
+    from orchestrator.steps import from_journal
     from orchestrator.steps.wiring import journal_for, state_dir_for
 
     plan_ = load_plan(plan_path)
-    journal = journal_for(state_dir_for(plan_, state_dir), plan_.service.name)
-    history = journal.last_run()
-    if history is None or not history.open:
-        what = "no run recorded" if history is None else \
-            f"the last run {history.run_id} is closed ({history.outcome.value})"
-        if as_json:
-            from orchestrator.report import to_json
+    state = state_dir_for(plan_, state_dir)
+    with _Locked(RunLock.for_service(state, plan_.service.name), mode) as lock:
+        history = journal_for(state, plan_.service.name).last_run()
+        if history is None or not history.open:
+            what = "no run recorded" if history is None else \
+                f"the last run {history.run_id} is closed ({history.outcome.value})"
+            if as_json:
+                from orchestrator.report import to_json
 
-            click.echo(to_json({"ok": True, "mode": mode, "message": f"{what}: nothing to {mode}"}))
-        else:
-            click.echo(f"{what}: nothing to {mode}")
-        return
-    r = _open(plan_path, dry=False, state_dir=state_dir, run_id=history.run_id,
-              records=history.steps)
-    with _locked(r, mode):
+                click.echo(to_json({"ok": True, "mode": mode, "message": f"{what}: nothing to {mode}"}))
+            else:
+                click.echo(f"{what}: nothing to {mode}")
+            return
+        r = _open(plan_, dry=False, state_dir=state_dir, run_id=history.run_id,
+                  records=history.steps)
+        if mode == "rollback" and history.specs:
+            r.steps = from_journal(history.specs)  # undo what ran, whatever the plan says now
         engine = _engine(r, mode)
+        engine.report.notes.extend(lock.notes)
         report = engine.rollback(history) if mode == "rollback" else engine.resume(history)
         _emit(report, as_json)
 
 
-class _locked:
-    """Hold the service's run lock; turn SIGTERM/SIGHUP into an interrupt (which rolls back)."""
+class _Locked:
+    """Hold a service's run lock; turn SIGTERM/SIGHUP into an interrupt (which rolls back)."""
 
-    def __init__(self, run: Any, command: str):
-        self.run, self.command = run, command
+    def __init__(self, lock: Any, command: str):
+        self.lock, self.command = lock, command
+        self.notes: list[str] = []
 
-    def __enter__(self) -> Any:
-        self.run.lock.acquire(self.command)
-        stale = self.run.lock.stale_message()
+    def __enter__(self) -> _Locked:
+        self.lock.acquire(self.command)
+        stale = self.lock.stale_message()
         if stale:
-            self.run.notes.append(stale)
+            self.notes.append(stale)
             click.echo(f"orchestrator: {stale}", err=True)
         self.previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-        return self.run
+        return self
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
-        self.run.lock.release()
+        self.lock.release()
 
 
 def _interrupt(signum: int, frame: Any) -> None:

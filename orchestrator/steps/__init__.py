@@ -50,6 +50,13 @@ def build(plan: Any) -> list[Any]:
     return steps
 
 
+def from_journal(specs: list[dict]) -> list[Any]:
+    """The steps of a journaled run (ids, kinds and options as recorded), to undo them even
+    when the plan file changed since."""
+    return [step_class(spec["kind"])(spec["id"], spec.get("options") or {}, index=i)
+            for i, spec in enumerate(specs)]
+
+
 def reloc_stage_position(steps: list[Any], reloc: Any) -> int | None:
     """Index of the last stop-service before `reloc` (links go in before it), or None."""
     pos = steps.index(reloc)

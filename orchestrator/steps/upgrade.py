@@ -21,8 +21,8 @@ from typing import Any
 
 from orchestrator.errors import InputError, StepError
 from orchestrator.journal import StepRecord
-from orchestrator.steps.base import (RunContext, StepBase, counts_text, preflight_facts,
-                                     service_config, upgrade_index_dir)
+from orchestrator.steps.base import (RunContext, StepBase, counts_text, done_after,
+                                     preflight_facts, service_config, upgrade_index_dir)
 
 ROLLBACK_POINTS = ("snapshot", "relocate")
 
@@ -124,6 +124,8 @@ class Upgrade(StepBase):
         if service_config(ctx).index_backend != "sqlite":
             return None
         index = read_index(Path(record.intent["index_dir"]))
+        if index.locked and done_after(ctx, record, "start-service"):
+            return None  # the restarted service holds it; health-check proves its version
         if index.schema_version != expected_db(host, ctx):
             return f"the index is at schema {index.schema_version}"
         return None

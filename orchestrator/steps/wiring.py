@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError
-from orchestrator.journal import Journal, MemoryJournal, RunLock, new_run_id, safe_name
+from orchestrator.journal import Journal, MemoryJournal, new_run_id, safe_name
 from orchestrator.steps.base import RunContext
 
 DEFAULT_STATE_DIR = Path("/var/lib/orchestrator")
@@ -31,10 +31,8 @@ class Run:
     host: Any
     ctx: RunContext
     journal: Journal
-    lock: RunLock
     state_dir: Path
     plan_sha256: str
-    notes: list[str] = field(default_factory=list)
 
 
 def state_dir_for(plan: Any | None, given: Path | None) -> Path:
@@ -85,8 +83,7 @@ def open_run(plan: Any, *, dry: bool, state_dir: Path | None = None, run_id: str
     ctx = RunContext(plan=plan, run_id=run_id,
                      run_dir=state / safe_name(svc.name) / run_id, records=dict(records or {}))
     journal = MemoryJournal() if dry else journal_for(state, svc.name)
-    return Run(plan, build(plan), host, ctx, journal, RunLock.for_service(state, svc.name), state,
-               plan_digest(plan))
+    return Run(plan, build(plan), host, ctx, journal, state, plan_digest(plan))
 
 
 def _manager(plan: Any, config: Any, runner: Any, clock: Any, options: dict | None) -> Any:
