@@ -43,6 +43,9 @@ def _common_options(fn):
         click.option("--insecure", is_flag=True, help="do not verify HTTPS certificates"),
         click.option("--timeout", type=click.FloatRange(1, 3600), default=120.0,
                      show_default=True, help="seconds to wait for one answer"),
+        click.option("--retries", type=click.IntRange(0, 20), default=5, show_default=True,
+                     help="retries of a request that got no answer or a 5xx (backoff 0.5 s "
+                     "doubling, at most 8 s)"),
         click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
                      envvar="ORCHESTRATOR_STATE_DIR", default=DEFAULT_STATE_DIR,
                      show_default=True, help="where the resume state is kept"),
@@ -106,7 +109,7 @@ def _checked(fn):
 def replicate(source_url: str, target_url: str, source_user, source_password_env,
               source_password_file, target_user, target_password_env, target_password_file,
               workers, dry_run, verify, full, check_target, target_config, ca_bundle, insecure,
-              timeout, state_dir, as_json) -> None:
+              timeout, retries, state_dir, as_json) -> None:
     """Copy every instance from one Orthanc to another over REST.
 
     Parallel and resumable: a rerun continues where the last one stopped and
@@ -114,6 +117,7 @@ def replicate(source_url: str, target_url: str, source_user, source_password_env
     (and verified, with --verify), 1 when anything failed or the run stopped.
     Passwords: --*-password-env/-file, ~/.netrc, or user:pass@ in the URL.
     """
+    from orchestrator.replication.pool import RetryPolicy
     from orchestrator.replication.replicate import DEFAULT_WORKERS, Options, Replication
     from orchestrator.replication.state import StateStore
 
@@ -123,7 +127,8 @@ def replicate(source_url: str, target_url: str, source_user, source_password_env
     target = _endpoint(target_url, target_user, target_password_env, target_password_file, **net)
     store = StateStore(state_dir, "replicate", source.base_url, target.base_url)
     options = Options(workers=workers, dry_run=dry_run, verify=verify, full=full,
-                      presence=check_target, target_config=target_config)
+                      presence=check_target, target_config=target_config,
+                      policy=RetryPolicy(attempts=retries + 1))
     bar, update = _progress("replicate")
     try:
         summary = Replication(source, target, store, options, update).run()
@@ -145,7 +150,7 @@ def replicate(source_url: str, target_url: str, source_user, source_password_env
 @_checked
 def import_storage(directory: Path, target_url: str, index, no_index, max_size, target_user,
                    target_password_env, target_password_file, workers, dry_run, verify, full,
-                   check_target, target_config, ca_bundle, insecure, timeout, state_dir,
+                   check_target, target_config, ca_bundle, insecure, timeout, retries, state_dir,
                    as_json) -> None:
     """Send the DICOM files of an Orthanc storage folder to an Orthanc.
 
@@ -157,6 +162,7 @@ def import_storage(directory: Path, target_url: str, index, no_index, max_size, 
     """
     from orchestrator.errors import InputError
     from orchestrator.replication.importer import DEFAULT_WORKERS, ImportOptions, StorageImport
+    from orchestrator.replication.pool import RetryPolicy
     from orchestrator.replication.state import StateStore
 
     if index and no_index:
@@ -168,7 +174,8 @@ def import_storage(directory: Path, target_url: str, index, no_index, max_size, 
     store = StateStore(state_dir, "import-storage", str(root), target.base_url)
     options = ImportOptions(index=index, use_index=not no_index, workers=workers,
                             dry_run=dry_run, verify=verify, full=full, presence=check_target,
-                            max_size=max_size * 1024 * 1024, target_config=target_config)
+                            max_size=max_size * 1024 * 1024, target_config=target_config,
+                            policy=RetryPolicy(attempts=retries + 1))
     bar, update = _progress("import")
     try:
         summary = StorageImport(root, target, store, options, update).run()

@@ -21,7 +21,7 @@ from orchestrator.replication.outcome import Outcome, Result, Summary
 from orchestrator.replication.pool import (RetryPolicy, TransferPool, Work, with_retries)
 from orchestrator.replication.state import ResumeState, StateStore, Watermark
 from orchestrator.replication.target import (Presence, connect, count_instances, has_instance,
-                                             limit_warnings, store)
+                                             hint_suffix, limit_warnings, store)
 from orchestrator.replication.transport import Endpoint
 from orchestrator.replication.verify import verify_replica
 
@@ -129,11 +129,15 @@ class Replication:
             return Result(Outcome.WOULD_COPY, iid, instance_id=iid)
         answer = with_retries(lambda: self.source.get(f"/instances/{iid}/file"), policy)
         if answer.status == 404:
-            return Result(Outcome.SKIPPED, iid, "gone from the source since it was listed")
+            listed, _ = has_instance(self.source, iid, policy)
+            if listed is False:
+                return Result(Outcome.SKIPPED, iid, "gone from the source since it was listed")
+            return Result(Outcome.FAILED, iid, "the source lists it but cannot serve its file "
+                          f"(GET /instances/{iid}/file: HTTP 404)")
         if answer.status != 200:
             return Result(Outcome.FAILED, iid, f"source GET /instances/{iid}/file: HTTP "
-                          f"{answer.status}{listing.detail(answer.data)}",
-                          transient=answer.status >= 500)
+                          f"{answer.status}{listing.detail(answer.data)}"
+                          f"{hint_suffix(answer.status)}", transient=answer.status >= 500)
         if not answer.data:
             return Result(Outcome.FAILED, iid, "the source sent an empty file")
         stored = store(self.target, answer.data, iid, policy)

@@ -89,7 +89,7 @@ def has_instance(endpoint: Endpoint, iid: str, policy: RetryPolicy) -> tuple[boo
     if answer.status == 404:
         return False, ""
     return None, (f"target GET /instances/{iid}: HTTP {answer.status}{detail(answer.data)}"
-                  + _hint(answer.status))
+                  + hint_suffix(answer.status))
 
 
 def store(endpoint: Endpoint, data: bytes, expected_id: str | None,
@@ -98,7 +98,7 @@ def store(endpoint: Endpoint, data: bytes, expected_id: str | None,
     answer = with_retries(lambda: endpoint.post("/instances", data), policy)
     if answer.status != 200:
         return Stored(Outcome.FAILED, f"target refused the file: HTTP {answer.status}"
-                      f"{detail(answer.data)}{_hint(answer.status)}",
+                      f"{detail(answer.data)}{hint_suffix(answer.status)}",
                       transient=answer.status in TRANSIENT_STATUS)
     try:
         doc = json.loads(answer.data)
@@ -138,7 +138,7 @@ def md5_of(endpoint: Endpoint, iid: str, policy: RetryPolicy) -> tuple[str | Non
     return hashlib.md5(answer.data).hexdigest(), "hashed"
 
 
-def _hint(status: int) -> str:
+def hint_suffix(status: int) -> str:
     hint = status_hint(status)
     return f"; {hint}" if hint else ""
 
