@@ -54,7 +54,7 @@ class World:
         self.port = free_port()
         self.db = self.root / "lib" / "db-v6"
         self.state = self.root / "state"
-        self.config_dir = self.root / "etc"
+        self.config_dir = self.root / "conf"
         self.config = self.config_dir if folder_config else self.config_dir / "orthanc.json"
         self.log = self.root / "orthanc.log"
         self.auth = auth

@@ -72,13 +72,13 @@ def test_dry_run_changes_nothing_and_lists_exactly_the_changes_run_makes(world_f
     w.upload(data[:6])
     plan = w.plan(FULL.format(to=json.dumps(str(w.db.parent / "db-v7"))))
     time.sleep(1)  # let the uploads settle into the index
-    before = tree_digest(w.root / "etc"), tree_digest(w.db)
+    before = tree_digest(w.config_dir), tree_digest(w.db)
     pid = w.processes()[0].pid
     rc, planned, err = w.cli("plan", str(plan))
     assert rc == 0, (planned, err)
     assert planned["outcome"] == "planned" and planned["mode"] == "plan"
     assert not w.state.exists()  # a dry run writes no journal
-    assert (tree_digest(w.root / "etc"), tree_digest(w.db)) == before
+    assert (tree_digest(w.config_dir), tree_digest(w.db)) == before
     assert [p.pid for p in w.processes()] == [pid]
     rc, ran, err = w.cli("run", str(plan))
     assert rc == 0, (ran, err)
@@ -96,7 +96,7 @@ def test_preflight_refuses_the_deadlock_combination_and_changes_nothing(world_fa
     w.stop()
     v5 = w.make_schema5_copy()
     w.start()
-    before = tree_digest(w.root / "etc"), tree_digest(v5), sorted(p.name for p in w.db.parent.iterdir())
+    before = tree_digest(w.config_dir), tree_digest(v5), sorted(p.name for p in w.db.parent.iterdir())
     plan = w.plan("  - preflight\n  - stop-service\n"
                   f"  - relocate: {{from: {json.dumps(str(v5))}, to: {json.dumps(str(w.db.parent / 'db-v6-new'))}}}\n"
                   "  - upgrade: {stall: 5}\n  - start-service\n  - health-check\n")
@@ -104,7 +104,7 @@ def test_preflight_refuses_the_deadlock_combination_and_changes_nothing(world_fa
     assert rc == 1, (report, err)
     assert "upgrade-deadlock" in report["error"] and "allow_hazards" in report["hint"]
     assert len(w.processes()) == 1  # still running, untouched
-    assert (tree_digest(w.root / "etc"), tree_digest(v5),
+    assert (tree_digest(w.config_dir), tree_digest(v5),
             sorted(p.name for p in w.db.parent.iterdir())) == before
 
 
