@@ -7,14 +7,13 @@ ignore it. A run is *open* until a `run-finished` record says it ended cleanly
 (done, refused, or rolled back completely); `status` reads it, `rollback` and
 `resume` finish it.
 
-The lock is an flock on `<service>.lock` holding the owner's PID, host and
+The lock is an flock (msvcrt lock on Windows) on `<service>.lock` holding the owner's PID, host and
 start time; the kernel drops it when the owner dies, so a lock file naming a
 dead PID is stale by construction and is taken over with a message.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -362,9 +361,7 @@ class RunLock:
         """Take the lock or raise JournalOpenError naming the live owner."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(fd):
             owner = _read_owner(fd)
             os.close(fd)
             who = owner.describe() if owner else "another process"
@@ -388,7 +385,7 @@ class RunLock:
             return
         try:
             os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            _unlock(self.fd)
         finally:
             os.close(self.fd)
             self.fd = None
@@ -426,11 +423,41 @@ def read_lock_owner(path: Path) -> LockOwner | None:
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(fd, shared=True):
             return _read_owner(fd)
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        _unlock(fd)
         return None
     finally:
         os.close(fd)
+
+
+def _try_lock(fd: int, shared: bool = False) -> bool:
+    """Take a non-blocking lock on the whole file (flock; msvcrt on Windows)."""
+    if os.name == "nt":
+        import msvcrt
+
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    import fcntl
+
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _unlock(fd: int) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_UN)

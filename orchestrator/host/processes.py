@@ -11,7 +11,6 @@ guesses. A child is ended with SIGTERM, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import subprocess
 from collections import deque
@@ -101,6 +100,8 @@ def run_as(user: str | None) -> RunAs | None:
     """The identity for `user`, or None when no switch is needed (same user, or none)."""
     if not user or os.name != "posix":
         return None
+    import pwd
+
     try:
         pw = pwd.getpwnam(user)
     except KeyError:

@@ -292,3 +292,66 @@ def test_stop_then_its_undo_uses_the_service_port(tmp_path, monkeypatch):
     assert stop.holds(host, ctx, rec) is None
     manager.state = State.RUNNING
     assert "runs again" in stop.holds(host, ctx, rec)
+
+
+class FakeClient:
+    """/system and /statistics answers keyed by data: a list of dicts or errors, in order."""
+
+    base_url = "http://orthanc.example:8042"  # not loopback: no listener check on a fake PID
+
+    def __init__(self, answers, stats=None):
+        self.answers, self.stats = list(answers), stats
+
+    def system(self):
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def statistics(self):
+        return self.stats
+
+    def close(self):
+        pass
+
+
+def _health_host(answers, *, pid=4242, stats=None):
+    from orchestrator.host.clock import FakeClock
+
+    manager = FakeManager(state=State.RUNNING)
+    manager.status = lambda: ServiceStatus(State.RUNNING, pid)
+    client = FakeClient(answers, stats)
+    return make_host(dry=False, manager=manager, orthanc=lambda: client, runner=FakeRunner({}),
+                     clock=FakeClock())
+
+
+def test_wait_healthy_fails_at_once_on_401_with_a_credentials_hint():
+    from orchestrator.errors import OrthancHttpError
+    from orchestrator.steps.health import wait_healthy
+
+    host = _health_host([OrthancHttpError("GET /system: HTTP 401", status=401)])
+    with pytest.raises(StepError) as err:
+        wait_healthy(host, timeout=60)
+    assert "refuses the credentials" in err.value.message and "password" in err.value.hint
+    assert host.clock.now() == 1000.0  # no polling
+
+
+def test_wait_healthy_does_not_take_the_old_process_for_the_new_one():
+    from orchestrator.steps.health import wait_healthy
+
+    host = _health_host([{"Version": "1.10.1", "DatabaseVersion": 6}], pid=4242)
+    with pytest.raises(StepError, match="still the old process"):
+        wait_healthy(host, timeout=5, old_pid=4242)
+    assert wait_healthy(host, timeout=5, old_pid=17)["pid"] == 4242
+
+
+def test_wait_healthy_polls_through_refusals_then_checks_the_versions():
+    from orchestrator.errors import OrthancHttpError
+    from orchestrator.steps.health import wait_healthy
+
+    down = OrthancHttpError("cannot connect", transient=True)
+    host = _health_host([down, down, {"Version": "1.10.1", "DatabaseVersion": 6}])
+    assert wait_healthy(host, timeout=60, expect_db=6)["waited"] > 0
+    host = _health_host([{"Version": "1.10.1", "DatabaseVersion": 5}])
+    with pytest.raises(StepError, match="DatabaseVersion 5, expected 6"):
+        wait_healthy(host, timeout=60, expect_db=6)
