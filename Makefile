@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv orthanc test test-fast demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -21,7 +21,11 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-demo: venv
+# Debian's Orthanc package, installed when missing (needs root).
+orthanc:
+	@test -x /usr/sbin/Orthanc || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc; }
+
+demo: venv orthanc
 	$(PY) demo/demo.py
 
 bench: venv
