@@ -100,12 +100,13 @@ class StepReport:
     error: str | None = None
     hint: str | None = None
     undo: str | None = None  # what the undo did, or why it failed
+    facts: dict = field(default_factory=dict)  # what the step found or did (JSON only)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "description": self.description,
                 "status": self.status.value, "start": _r(self.start), "seconds": _r(self.seconds),
                 "detail": self.detail, "changes": self.changes, "error": self.error,
-                "hint": self.hint, "undo": self.undo}
+                "hint": self.hint, "undo": self.undo, "facts": self.facts}
 
 
 @dataclass
@@ -266,6 +267,7 @@ class Engine:
             row.seconds = self.host.clock.now() - self.t0 - row.start
             row.status = StepStatus.WOULD if self.dry else StepStatus.DONE
             row.detail = _summary(facts)
+            self.report.warnings.extend(facts.get("warnings") or [])
             self.observe("step-finished", step=step.id, status=row.status.value,
                          seconds=row.seconds, detail=row.detail)
 
@@ -373,6 +375,8 @@ class Engine:
         r = self.report
         r.seconds = self.host.clock.now() - self.t0
         r.changes = self.host.changes.texts()
+        for row in r.steps:
+            row.facts = self.ctx.records[row.id].facts
         if r.outcome == Outcome.DONE and self.dry:
             r.outcome = Outcome.PLANNED
         r.downtime = _downtime(r.steps)

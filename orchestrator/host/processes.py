@@ -251,7 +251,10 @@ class Processes:
                 if quiet >= stall:
                     ended = Ended.STALL
                     break
-                self.clock.sleep(POLL)
+                try:
+                    child.wait(POLL)  # returns at once when it exits: no poll latency
+                except subprocess.TimeoutExpired:
+                    pass
         except BaseException:
             _kill(child)
             drain(final=True)

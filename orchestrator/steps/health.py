@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 from orchestrator.errors import OrthancHttpError, StepError
 from orchestrator.steps.base import RunContext, StepBase, counts_text, latest, preflight_facts
 
-POLL = 0.2
+POLL = 0.05
+DEAD_GRACE = 5.0  # a service seen down this long after its start has failed (none restarts it)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 REST_COUNT_KEYS = {"patients": "CountPatients", "studies": "CountStudies",
                    "series": "CountSeries", "instances": "CountInstances"}
@@ -30,39 +31,25 @@ def wait_healthy(host: Any, *, timeout: float, expect_db: int | None = None,
     """Poll until the service's new process answers /system as expected; return what it said."""
     client = host.orthanc()
     parts = urlsplit(client.base_url)
-    local = parts.hostname in LOCAL_HOSTS
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    check_port = parts.hostname in LOCAL_HOSTS
     start = host.clock.now()
-    deadline = start + timeout
-    last = "no answer yet"
+    down_since: float | None = None
     try:
         while True:
             status = host.service.status()
-            pid = status.main_pid
-            if not status.running:
-                last = f"the service is {status.state.value}" + (f" ({status.detail})" if status.detail else "")
-            elif pid is not None and old_pid is not None and pid == old_pid:
-                last = f"PID {pid} is still the old process"
-            elif pid is not None and not_before is not None and \
-                    (host.processes.started_at(pid) or not_before) < not_before - 1.0:
-                last = f"PID {pid} started before the stop: not the new process"
-            elif pid is not None and local and host.processes.listens(pid, port) is False:
-                last = f"PID {pid} does not listen on port {port} yet"
-            else:
-                try:
-                    system = client.system()
-                except OrthancHttpError as exc:
-                    if exc.status == 401:
-                        raise StepError(f"{exc.message}: the service is up but refuses the "
-                                        "credentials", hint="fix service.credentials (password_env, "
-                                        "password_file or ~/.netrc)") from exc
-                    last = exc.message
-                else:
-                    _check_system(system, expect_db, expect_version)
-                    return {"pid": pid, "version": system.get("Version"),
-                            "database_version": system.get("DatabaseVersion"),
-                            "waited": round(host.clock.now() - start, 3)}
-            if host.clock.now() >= deadline:
+            now = host.clock.now()
+            down_since = (down_since or now) if not status.running else None
+            system, last = _look(host, client, status, old_pid=old_pid, not_before=not_before,
+                                 port=port if check_port else None)
+            if system is not None:
+                _check_system(system, expect_db, expect_version)
+                return {"pid": status.main_pid, "version": system.get("Version"),
+                        "database_version": system.get("DatabaseVersion"),
+                        "waited": round(now - start, 3)}
+            if down_since is not None and now - down_since >= DEAD_GRACE:
+                raise StepError(f"the service is not running: {last}", hint="see the service's log")
+            if now - start >= timeout:
                 raise StepError(f"no healthy answer from {client.base_url}/system within "
                                 f"{timeout:g}s: {last}",
                                 hint="see the service's log; raise the step's timeout if it "
@@ -70,6 +57,29 @@ def wait_healthy(host: Any, *, timeout: float, expect_db: int | None = None,
             host.clock.sleep(POLL)
     finally:
         client.close()
+
+
+def _look(host: Any, client: Any, status: Any, *, old_pid: int | None, not_before: float | None,
+          port: int | None) -> tuple[dict | None, str]:
+    """One look: (/system's answer from the new process, or None and why not yet)."""
+    pid = status.main_pid
+    if not status.running:
+        return None, f"the service is {status.state.value}" + (f" ({status.detail})" if status.detail else "")
+    if pid is not None and old_pid is not None and pid == old_pid:
+        return None, f"PID {pid} is still the old process"
+    if pid is not None and not_before is not None and \
+            (host.processes.started_at(pid) or not_before) < not_before - 1.0:
+        return None, f"PID {pid} started before the stop: not the new process"
+    if pid is not None and port is not None and host.processes.listens(pid, port) is False:
+        return None, f"PID {pid} does not listen on port {port} yet"
+    try:
+        return client.system(), "answered"
+    except OrthancHttpError as exc:
+        if exc.status == 401:
+            raise StepError(f"{exc.message}: the service is up but refuses the credentials",
+                            hint="fix service.credentials (password_env, password_file or "
+                                 "~/.netrc)") from exc
+        return None, exc.message
 
 
 def _check_system(system: dict, expect_db: int | None, expect_version: str | None) -> None:

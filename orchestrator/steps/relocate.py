@@ -18,6 +18,7 @@ to the run's folder first.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,8 @@ class Relocate(StepBase):
         return None
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
-        steps = [f"cp -p {e['backup']} {e['file']}" for e in record.intent.get("edits", [])]
+        steps = [shlex.join(["cp", "-p", "--", e["backup"], e["file"]])
+                 for e in record.intent.get("edits", [])]
         return ("restore the config byte for byte: " + "; ".join(steps) +
                 f" (the old folder {record.intent.get('storage')} was never written)")
 

@@ -11,6 +11,7 @@ successful run: it is the rollback point for a later manual rollback.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,11 @@ class Snapshot(StepBase):
         return None
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
-        where, index_dir = record.intent.get("dir"), record.intent.get("index_dir")
-        names = ", ".join(record.facts.get("sha256", {})) or "index"
-        return (f"with the service stopped, copy {names} from {where} back into {index_dir} "
-                f"(cp -p), delete any index-wal/index-shm there that the snapshot lacks, "
-                f"then start the service")
+        where, index_dir = record.intent.get("dir", "?"), record.intent.get("index_dir", "?")
+        copies = [shlex.join(["cp", "-p", "--", str(Path(where) / n), str(Path(index_dir) / n)])
+                  for n in record.facts.get("sha256", {"index": ""})]
+        return (f"with the service stopped: {'; '.join(copies)}; delete any index-wal/index-shm "
+                f"in {index_dir} that {where} lacks; then start the service")
 
 
 def restore(host: Any, where: Path, index_dir: Path, facts: dict, storage: Path | None) -> str:

@@ -20,6 +20,10 @@ from orchestrator.steps.base import RunContext
 DEFAULT_STATE_DIR = Path("/var/lib/orchestrator")
 STATE_ENV = "ORCHESTRATOR_STATE_DIR"
 REST_TIMEOUT = (3.0, 30.0)
+# A start only has to survive this long before the health-check that follows it takes over
+# (the check proves more: the new PID, listening, answering); without one the manager's own
+# settle applies.
+CHECKED_SETTLE = 0.2
 
 
 @dataclass
@@ -91,6 +95,10 @@ def _manager(plan: Any, config: Any, runner: Any, clock: Any, options: dict | No
     from orchestrator.services.detect import make_manager
 
     svc = plan.service
+    kinds = [s.kind for s in plan.steps]
+    starts = [i for i, k in enumerate(kinds) if k == "start-service"]
+    if starts and all("health-check" in kinds[i + 1:] for i in starts):
+        options = {"settle": CHECKED_SETTLE, **(options or {})}
     target = ServiceTarget(
         name=svc.name, binary=Path(svc.binary), config=Path(svc.config),
         index_dir=Path(config.index_dir) if config.index_backend == "sqlite" else None,
