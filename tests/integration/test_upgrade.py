@@ -38,7 +38,7 @@ def test_happy_path_relocates_upgrades_and_leaves_the_old_folder_untouched(world
     w = world_factory().start()
     w.upload(data)
     before_counts = w.counts()
-    to = w.db.parent / "db-v7 new"
+    to = w.db.parent / "-db v7 'new'; rm -rf x"  # hostile: it must stay one argv element
     plan = w.plan(FULL.format(to=json.dumps(str(to))))
     rc, report, err = w.cli("run", str(plan))
     assert rc == 0, (report, err)
@@ -52,6 +52,8 @@ def test_happy_path_relocates_upgrades_and_leaves_the_old_folder_untouched(world
     assert any("index copied" in s["detail"] for s in report["steps"] if s["id"] == "snapshot")
     rc, status, _ = w.cli("status", str(plan))
     assert rc == 0 and status["run"]["outcome"] == "done" and not status["run"]["open"]
+    rc, text, _ = w.cli("status", "--state-dir", str(w.state), json_out=False)
+    assert rc == 0 and "finished: done" in text and "orthanc-e2e" in text
 
 
 def test_the_old_db_index_is_byte_identical_after_a_run(world_factory, data):

@@ -284,3 +284,16 @@ def test_downtime_runs_from_the_stop_to_the_health_check():
     report = engine.execute()
     assert report.downtime == pytest.approx(4.0)
     assert report.to_dict()["downtime"] == 4.0
+
+
+def test_the_text_report_of_an_incomplete_rollback_lists_what_to_do_in_order():
+    from orchestrator.report.run import render_report
+
+    log = []
+    steps = [Scripted("a", log, undo_fails=True), Scripted("b", log, fail="apply")]
+    engine, _ = _engine(steps)
+    text = render_report(engine.execute())
+    assert "rollback is INCOMPLETE" in text and "(exit 4)" in text
+    todo = text.split("DO THIS NOW, in order:")[1].strip().splitlines()
+    assert todo[0].strip() == "1. a: undo a by hand"
+    assert "orchestrator rollback /plans/p.yaml" in todo[1]
