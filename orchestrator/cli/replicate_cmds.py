@@ -27,7 +27,7 @@ def _side_options(side: str):
 def _common_options(fn):
     options = [
         click.option("--workers", type=click.IntRange(1, 64), default=None,
-                     help="parallel transfers (default 4, measured)"),
+                     help="parallel transfers (default 8, measured)"),
         click.option("--dry-run", is_flag=True, help="count what would be copied; change nothing"),
         click.option("--verify", is_flag=True,
                      help="check every instance is on the target with the same MD5"),

@@ -25,7 +25,7 @@ from orchestrator.replication.target import (Presence, connect, count_instances,
 from orchestrator.replication.transport import Endpoint
 from orchestrator.replication.verify import verify_replica
 
-DEFAULT_WORKERS = 4  # measured: see docs/replication.md
+DEFAULT_WORKERS = 8  # measured: see docs/replication.md
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ class Replication:
             self.summary.warnings.append(f"the saved cursor ({cursor}) is past the source's last "
                                          f"change ({last}): the source was reset; starting over")
             state, cursor = self.state_store.fresh(), 0
+        if not opts.dry_run:
+            self.state_store.save(state)  # an unwritable state dir fails now, not mid-run
         if cursor:
             self.summary.resumed_from = f"change {cursor}"
         if source_count is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import random
 import shutil
 import signal
+import subprocess
 import threading
 
 import pytest
@@ -16,7 +19,7 @@ from orchestrator.replication.state import StateStore
 from orchestrator.replication.transport import Endpoint
 from tests.harness.dicom import make_dataset
 from tests.harness.orthanc import OrthancServer
-from tests.harness.replication import (child_env, cmdlines_of, count, md5s, parse_json, run_cli,
+from tests.harness.replication import (child_env, cli_argv, cmdlines_of, count, md5s, parse_json, run_cli,
                                        start_cli, wait_for_count)
 
 pytestmark = pytest.mark.orthanc
@@ -141,3 +144,26 @@ def test_dead_target_stops_the_run_and_says_so(source, target, tmp_path):
     assert result.returncode == 1
     assert "target" in result.stderr and "cannot connect" in result.stderr
     assert_no_secret(result.stdout, result.stderr)
+
+
+def test_progress_bar_on_a_terminal_only(source, target, tmp_path):
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cli_argv(*args(source, target, tmp_path)), env=child_env(**ENV),
+                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    out = proc.stdout.read().decode()
+    proc.wait(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"\rreplicate  [" in drawn and b"/s" in drawn
+    assert "\r" not in out
+    assert_no_secret(drawn.decode(errors="replace"))

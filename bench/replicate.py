@@ -1,0 +1,330 @@
+"""Replication throughput against real Orthanc 1.10.1 servers, side by side.
+
+    python bench/replicate.py [--count 2000] [--big] [--workers 1,2,4,8]
+
+Rounds, each into a fresh target (created, measured, stopped, deleted):
+- ceiling: parallel POSTs of the same files read from disk (urllib3), best concurrency;
+- sample: the samples' algorithm (Replicate.py): list studies, then one instance at a
+  time, GET /file with requests' default Accept-Encoding (gzip), POST;
+- requests x8: a plain 8-thread copier with requests (identity encoding);
+- peer job: the source pushes with /peers/{id}/store (Orthanc's own sender);
+- orchestrator replicate at each --workers (the CLI as a child process);
+- orchestrator import-storage from the plain and the compressed storage folder.
+Per round: instances/s (from the tool's own elapsed time for the CLI rounds, so
+interpreter start-up is excluded; wall time is printed too), the ratio to the
+ceiling, CPU-ms per instance of source, target and client, and the client's
+peak RSS. `--big` adds a memory round: 2,000 vs 20,000 small (32x32) instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.harness.dicom import make_dataset, write_files  # noqa: E402
+from tests.harness.orthanc import OrthancServer  # noqa: E402
+
+
+@dataclass
+class Row:
+    name: str
+    count: int
+    seconds: float
+    source_ms: float | None = None
+    target_ms: float | None = None
+    client_ms: float | None = None
+    rss_mb: float | None = None
+    wall: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+def cpu(server: OrthancServer | None) -> float:
+    if server is None or server.proc is None:
+        return 0.0
+    t = psutil.Process(server.proc.pid).cpu_times()
+    return t.user + t.system
+
+
+class Bench:
+    def __init__(self, root: Path, count: int, rows: int):
+        self.root = root
+        self.count = count
+        self.rows = rows
+        self.n = 0
+
+    def server(self, name: str, **overrides) -> OrthancServer:
+        self.n += 1
+        return OrthancServer(self.root / f"{self.n:02d}-{name}", config_overrides=overrides).start()
+
+    def drop(self, server: OrthancServer) -> None:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+    def measure(self, name: str, fn, source: OrthancServer | None, target: OrthancServer,
+                count: int) -> Row:
+        c0 = (cpu(source), cpu(target), _self_cpu())
+        t0 = time.perf_counter()
+        extra = fn() or {}
+        seconds = time.perf_counter() - t0
+        c1 = (cpu(source), cpu(target), _self_cpu())
+        got = target.statistics()["CountInstances"]
+        if got != count:
+            raise SystemExit(f"{name}: the target holds {got} instances, expected {count}")
+        client = extra.get("client_cpu", c1[2] - c0[2])
+        return Row(name, count, extra.get("seconds", seconds),
+                   1000 * (c1[0] - c0[0]) / count if source else None,
+                   1000 * (c1[1] - c0[1]) / count, 1000 * client / count,
+                   extra.get("rss_mb"), seconds)
+
+
+def _self_cpu() -> float:
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def post_files(url: str, paths: list[Path], workers: int) -> None:
+    parts = urllib3.util.parse_url(url)
+    pool = urllib3.HTTPConnectionPool(parts.host, parts.port, maxsize=workers, block=True)
+
+    def post(path: Path) -> None:
+        r = pool.request("POST", "/instances", body=path.read_bytes(),
+                         headers={"Content-Type": "application/dicom"})
+        if r.status != 200:
+            raise RuntimeError(f"POST {path}: HTTP {r.status}")
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(post, paths))
+    pool.close()
+
+
+def post_files_requests(url: str, paths: list[Path], workers: int) -> None:
+    local = threading.local()
+
+    def post(path: Path) -> None:
+        if not hasattr(local, "s"):
+            local.s = requests.Session()
+        local.s.post(f"{url}/instances", data=path.read_bytes()).raise_for_status()
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(post, paths))
+
+
+def sample_copier(src: str, dst: str) -> None:
+    """Replicate.py's algorithm: all studies listed first, then one instance at a time."""
+    s = requests.Session()  # Accept-Encoding: gzip, deflate (requests' default)
+    for study in s.get(f"{src}/studies").json():
+        for inst in s.get(f"{src}/studies/{study}/instances").json():
+            data = s.get(f"{src}/instances/{inst['ID']}/file").content
+            s.post(f"{dst}/instances", data=data).raise_for_status()
+
+
+def threaded_requests_copier(src: str, dst: str, workers: int = 8) -> None:
+    local = threading.local()
+
+    def session() -> requests.Session:
+        if not hasattr(local, "s"):
+            local.s = requests.Session()
+            local.s.headers["Accept-Encoding"] = "identity"
+        return local.s
+
+    def copy(iid: str) -> None:
+        data = session().get(f"{src}/instances/{iid}/file").content
+        session().post(f"{dst}/instances", data=data).raise_for_status()
+    ids = requests.get(f"{src}/instances").json()
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(copy, ids))
+
+
+def peer_job(source: OrthancServer, target: OrthancServer) -> None:
+    requests.put(f"{source.url}/peers/bench", json={"Url": target.url + "/"}).raise_for_status()
+    patients = requests.get(f"{source.url}/patients").json()
+    job = requests.post(f"{source.url}/peers/bench/store",
+                        json={"Resources": patients, "Asynchronous": True}).json()["ID"]
+    while True:
+        state = requests.get(f"{source.url}/jobs/{job}").json()["State"]
+        if state in ("Success", "Failure"):
+            break
+        time.sleep(0.02)
+    if state != "Success":
+        raise RuntimeError("peer job failed")
+
+
+def run_tool(*args: str) -> dict:
+    """Run the CLI as a child; return its JSON plus wall time, CPU and peak RSS (wait4)."""
+    state = tempfile.mkdtemp(prefix="state-", dir=os.environ.get("BENCH_ROOT"))
+    argv = [sys.executable, "-m", "orchestrator", *args, "--state-dir", state, "--json"]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        peak = [0]
+        watcher = threading.Thread(target=_watch_hwm, args=(proc.pid, peak), daemon=True)
+        watcher.start()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU
+        watcher.join()
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        text, errors = out.read().decode(), err.read().decode()
+    shutil.rmtree(state, ignore_errors=True)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise SystemExit(f"{args[0]} printed no JSON: {errors[-800:]}") from None
+    if not data.get("ok"):
+        raise SystemExit(f"{args[0]} failed: {errors[-500:]} {text[-800:]}")
+    # ru_maxrss would start from this (big) process's RSS at fork: read VmHWM instead.
+    data.update(wall=wall, client_cpu=usage.ru_utime + usage.ru_stime, rss_mb=peak[0] / 1024)
+    return data
+
+
+def _watch_hwm(pid: int, peak: list[int]) -> None:
+    """Poll the child's VmHWM (peak RSS of its own address space, kB) until it exits."""
+    path = f"/proc/{pid}/status"
+    while True:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            return
+        if "VmHWM" not in text:  # a zombie: exited
+            return
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                peak[0] = max(peak[0], int(line.split()[1]))
+        time.sleep(0.02)
+
+
+def tool_round(bench: Bench, name: str, args_fn, source, count: int, **overrides) -> Row:
+    target = bench.server("target", **overrides)
+    result: dict = {}
+
+    def go():
+        result.update(run_tool(*args_fn(target)))
+        return {"seconds": result["elapsed_s"], "client_cpu": result["client_cpu"],
+                "rss_mb": result["rss_mb"]}
+    row = bench.measure(name, go, source, target, count)
+    row.wall = result["wall"]
+    bench.drop(target)
+    return row
+
+
+def print_table(rows: list[Row], ceiling: float) -> None:
+    head = (f"{'round':34s} {'inst':>6s} {'s':>7s} {'inst/s':>7s} {'ceil%':>6s} "
+            f"{'src ms':>7s} {'tgt ms':>7s} {'cli ms':>7s} {'RSS MB':>7s}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        def f(v, fmt="7.2f"):
+            return format(v, fmt) if v is not None else " " * int(fmt.split(".")[0])
+        print(f"{r.name:34s} {r.count:6d} {r.seconds:7.2f} {r.rate:7.0f} "
+              f"{100 * r.rate / ceiling:5.0f}% {f(r.source_ms)} {f(r.target_ms)} "
+              f"{f(r.client_ms)} {f(r.rss_mb, '7.1f')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--workers", default="2,4,8,16,32")
+    parser.add_argument("--big", action="store_true", help="add the 2,000 vs 20,000 RSS round")
+    parser.add_argument("--skip-slow", action="store_true", help="skip the sequential sample")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
+    os.environ["BENCH_ROOT"] = str(root)
+    bench = Bench(root, args.count, 256)
+    servers: list[OrthancServer] = []
+    try:
+        print(f"making {args.count} instances (~130 KB each) in {root} ...", flush=True)
+        paths = write_files(root / "files", make_dataset(args.count))
+        plain = bench.server("source-plain")
+        servers.append(plain)
+        post_files(plain.url, paths, 8)
+        zsrc = bench.server("source-zlib", StorageCompression=True)
+        servers.append(zsrc)
+        post_files(zsrc.url, paths, 8)
+        rows: list[Row] = []
+        best = None
+        for workers in (4, 8, 16):
+            target = bench.server("target")
+            row = bench.measure(f"ceiling: POST from disk x{workers}",
+                                lambda: post_files(target.url, paths, workers), None, target,
+                                args.count)
+            bench.drop(target)
+            rows.append(row)
+            best = row if best is None or row.rate > best.rate else best
+        target = bench.server("target")
+        rows.append(bench.measure("ceiling: requests POST x8", lambda: post_files_requests(
+            target.url, paths, 8), None, target, args.count))
+        bench.drop(target)
+        print(f"ceiling {best.rate:.0f} inst/s ({best.name})", flush=True)
+
+        def measured(name, fn):
+            target = bench.server("target")
+            row = bench.measure(name, lambda: fn(target), plain, target, args.count)
+            bench.drop(target)
+            rows.append(row)
+            print(f"  {name}: {row.rate:.0f} inst/s", flush=True)
+
+        if not args.skip_slow:
+            measured("sample: sequential, gzip", lambda t: sample_copier(plain.url, t.url))
+        measured("requests x8, identity", lambda t: threaded_requests_copier(plain.url, t.url))
+        measured("peer job (/peers/store)", lambda t: peer_job(plain, t))
+        for workers in [int(w) for w in args.workers.split(",")]:
+            row = tool_round(bench, f"orchestrator replicate w={workers}",
+                             lambda t, w=workers: ("replicate", plain.url, t.url, "--workers",
+                                                   str(w)), plain, args.count)
+            rows.append(row)
+            print(f"  {row.name}: {row.rate:.0f} inst/s", flush=True)
+        row = tool_round(bench, "orchestrator replicate --verify",
+                         lambda t: ("replicate", plain.url, t.url, "--verify"), plain, args.count)
+        rows.append(row)
+        for server in (plain, zsrc):
+            server.stop()
+        for name, server in (("plain", plain), ("compressed", zsrc)):
+            row = tool_round(bench, f"orchestrator import-storage {name}",
+                             lambda t, s=server: ("import-storage", str(s.storage), t.url),
+                             None, args.count)
+            rows.append(row)
+            print(f"  {row.name}: {row.rate:.0f} inst/s", flush=True)
+        row = tool_round(bench, "import-storage compressed --no-index",
+                         lambda t: ("import-storage", str(zsrc.storage), t.url, "--no-index"),
+                         None, args.count)
+        rows.append(row)
+        print()
+        print_table(rows, best.rate)
+        if args.big:
+            print("\nmemory: peak RSS of `orchestrator replicate`, small (32x32) instances")
+            for n in (2000, 20000):
+                small = bench.server(f"source-{n}")
+                post_files(small.url, write_files(root / f"small-{n}",
+                                                  make_dataset(n, rows=32, cols=32)), 8)
+                row = tool_round(bench, f"replicate {n} small", lambda t, s=small: (
+                    "replicate", s.url, t.url), small, n)
+                bench.drop(small)
+                shutil.rmtree(root / f"small-{n}", ignore_errors=True)
+                print(f"  {n:6d} instances: {row.rate:.0f} inst/s, peak RSS "
+                      f"{row.rss_mb:.1f} MB", flush=True)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
