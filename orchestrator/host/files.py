@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import StepError
 from orchestrator.host.changes import Changes
@@ -82,29 +84,76 @@ class Files:
 
         `skip` names files directly in `root` to leave out (the index files).
         """
-        root = Path(root)
         skipped = set(skip)
-        found: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if not d.endswith(TMP_SUFFIX)]
-            rel_dir = os.path.relpath(dirpath, root)
-            for name in filenames:
-                if rel_dir == "." and name in skipped:
+        found: list[str] = []
+        stack = [("", os.fspath(root))]
+        while stack:
+            rel_dir, path = stack.pop()
+            try:
+                entries = os.scandir(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with entries:
+                for e in entries:
+                    if e.name.endswith(TMP_SUFFIX):
+                        continue
+                    rel = rel_dir + os.sep + e.name if rel_dir else e.name
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append((rel, e.path))
+                    elif e.is_file(follow_symlinks=False) and (rel_dir or e.name not in skipped):
+                        found.append(rel)
+        if self._made or self._gone:
+            found = self._overlay(Path(root), found, lambda rel: "/" not in rel.replace(os.sep, "/")
+                                  and rel in skipped)
+        return sorted(found)
+
+    def list_files(self, folder: Path) -> set[str]:
+        """Names of the regular files directly in `folder` (none when it does not exist)."""
+        try:
+            with os.scandir(folder) as entries:
+                names = {e.name for e in entries if e.is_file(follow_symlinks=False)
+                         and not e.name.endswith(TMP_SUFFIX)}
+        except (FileNotFoundError, NotADirectoryError):
+            names = set()
+        if self._made or self._gone:
+            names = set(self._overlay(Path(folder), list(names), lambda rel: os.sep in rel))
+        return names
+
+    def dir_mtimes(self, root: Path, depth: int = 2) -> tuple[dict[str, int], int]:
+        """Modification times (ns) of `root` and its folders down to `depth`, keyed by relative
+        path ("" for root), and the wall time (ns) just before they were read.
+
+        A folder's mtime changes when a file is added to or removed from it, so comparing two
+        such maps finds the folders to look into without listing every file.
+        """
+        taken = time.time_ns()
+        out: dict[str, int] = {}
+        level = [("", os.fspath(root))]
+        for n in range(depth + 1):
+            below = []
+            for rel, path in level:
+                try:
+                    out[rel] = os.stat(path).st_mtime_ns
+                    if n < depth:
+                        with os.scandir(path) as entries:
+                            below += [(rel + os.sep + e.name if rel else e.name, e.path)
+                                      for e in entries if e.is_dir(follow_symlinks=False)]
+                except (FileNotFoundError, NotADirectoryError):
                     continue
-                if name.endswith(TMP_SUFFIX):
-                    continue
-                rel = name if rel_dir == "." else os.path.join(rel_dir, name)
-                if (root / rel) not in self._gone:
-                    found.add(rel)
+            level = below
+        return out, taken
+
+    def _overlay(self, root: Path, found: list[str], skip: Any) -> list[str]:
+        """Dry run: add the files that would exist under `root`, drop those that would be gone."""
+        out = {rel for rel in found if root / rel not in self._gone}
         for p in self._made:
             try:
-                rel = p.relative_to(root)
+                rel = str(p.relative_to(root))
             except ValueError:
                 continue
-            if len(rel.parts) == 1 and rel.name in skipped:
-                continue
-            found.add(str(rel))
-        return sorted(found)
+            if not skip(rel):
+                out.add(rel)
+        return sorted(out)
 
     def same_file(self, a: Path, b: Path) -> bool:
         """True when both paths name the same file (a hard link)."""

@@ -8,7 +8,7 @@ work in a live run and when `rollback` or `resume` rebuilds a crashed run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,9 @@ class RunContext:
     run_id: str
     run_dir: Path
     records: dict[str, StepRecord]
+    # What one step hands the next within this process (an optimisation only: after a
+    # crash it is empty, and the reader must fall back to facts it can re-read).
+    cache: dict = field(default_factory=dict)
     progress: Callable[[str, str], None] = lambda step_id, line: None
     persist: Callable[[str, dict], None] = lambda step_id, data: None
 

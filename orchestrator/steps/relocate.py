@@ -18,6 +18,7 @@ to the run's folder first.
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from orchestrator.steps.base import RunContext, StepBase, service_config
 
 INDEX_NAMES = ("index", "index-wal", "index-shm")
 KEYS = ("StorageDirectory", "IndexDirectory")
+LAYOUT_DEPTH = 2  # Orthanc stores attachments as root/xx/yy/uuid
+RECENT_NS = 2_000_000_000  # folders changed this close to staging are looked into anyway
 
 
 def sources(ctx: RunContext, options: dict) -> tuple[Path, Path]:
@@ -78,9 +81,14 @@ class StageLinks(StepBase):
 
     def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
         to, storage = Path(intent["to"]), Path(intent["storage"])
+        # Folder times first: whatever changes from now on shows in them (see `delta`).
+        mtimes, taken = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
         if not host.files.exists(to):
             host.files.make_dir(to, like=storage)
-        rels = sorted(set(host.files.walk(storage, skip=INDEX_NAMES)) - set(host.files.walk(to)))
+        source = host.files.walk(storage, skip=INDEX_NAMES)
+        rels = sorted(set(source) - set(host.files.walk(to)))
+        shallow = all(r.count(os.sep) <= LAYOUT_DEPTH for r in source)
+        ctx.cache[("staged", str(to))] = (mtimes, taken) if shallow else None
         if rels:
             host.files.link([(storage / r, to / r) for r in rels],
                             f"hard-link {len(rels)} attachments of {storage} into {to}")
@@ -157,10 +165,7 @@ class Relocate(StepBase):
             host.files.make_dir(to, like=storage)
         copied = host.files.copy([(index_dir / n, to / n) for n in intent["index_files"]],
                                  f"copy the SQLite index of {index_dir} into {to}")
-        source = set(host.files.walk(storage, skip=INDEX_NAMES))
-        target = set(host.files.walk(to, skip=INDEX_NAMES))
-        added = sorted(source - target)
-        gone = sorted(target - source)
+        added, gone = delta(host, ctx, storage, to)
         if added:
             host.files.link([(storage / r, to / r) for r in added],
                             f"hard-link {len(added)} attachments of {storage} into {to}")
@@ -228,6 +233,33 @@ class Relocate(StepBase):
                  for e in record.intent.get("edits", [])]
         return ("restore the config byte for byte: " + "; ".join(steps) +
                 f" (the old folder {record.intent.get('storage')} was never written)")
+
+
+def delta(host: Any, ctx: RunContext, storage: Path, to: Path) -> tuple[list[str], list[str]]:
+    """(files to link, links to drop) so that `to` mirrors `storage`'s attachments.
+
+    After staging in this process, only the folders whose mtime changed since (or changed
+    within RECENT_NS before it, for coarse timestamps) are listed: the work after the stop
+    does not grow with the archive. Otherwise both trees are walked.
+    """
+    staged = ctx.cache.get(("staged", str(to)))
+    if staged is None:
+        source = set(host.files.walk(storage, skip=INDEX_NAMES))
+        target = set(host.files.walk(to, skip=INDEX_NAMES))
+        return sorted(source - target), sorted(target - source)
+    then, taken = staged
+    now, _ = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
+    added, gone = [], []
+    for d in set(now) | set(then):
+        if now.get(d) == then.get(d) and then.get(d, 0) < taken - RECENT_NS:
+            continue
+        src, dst = host.files.list_files(storage / d), host.files.list_files(to / d)
+        if not d:
+            src, dst = src - set(INDEX_NAMES), dst - set(INDEX_NAMES)
+        prefix = d + os.sep if d else ""
+        added += [prefix + f for f in src - dst]
+        gone += [prefix + f for f in dst - src]
+    return sorted(added), sorted(gone)
 
 
 def clear_target(host: Any, ctx: RunContext, intent: dict) -> str:

@@ -355,3 +355,31 @@ def test_wait_healthy_polls_through_refusals_then_checks_the_versions():
     host = _health_host([{"Version": "1.10.1", "DatabaseVersion": 5}])
     with pytest.raises(StepError, match="DatabaseVersion 5, expected 6"):
         wait_healthy(host, timeout=60, expect_db=6)
+
+
+def test_after_staging_relocate_looks_only_into_folders_that_changed(tmp_path):
+    from orchestrator.steps.relocate import delta
+
+    plan, ctx, storage, _ = _world(tmp_path, f"  - stop-service\n  - relocate: {{to: {tmp_path / 'new'}}}\n"
+                                             "  - upgrade\n  - start-service\n")
+    for i in range(40):  # more folders, all last changed an hour ago
+        d = storage / f"{i:02x}" / "aa"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"file-{i}").write_bytes(b"x")
+    for d in [storage] + [p for p in storage.rglob("*") if p.is_dir()]:
+        os.utime(d, (os.stat(d).st_atime - 3600, os.stat(d).st_mtime - 3600))
+    host = _host()
+    stage = build(plan)[0]
+    _run(stage, host, ctx)
+    (storage / "0a/1b/new-file").write_bytes(b"new")
+    (storage / "05/aa/file-5").unlink()
+    listed = []
+    real_list = host.files.list_files
+    host.files.list_files = lambda folder: listed.append(folder) or real_list(folder)
+    added, gone = delta(host, ctx, storage, tmp_path / "new")
+    assert added == [os.path.join("0a", "1b", "new-file")]
+    assert gone == [os.path.join("05", "aa", "file-5")]
+    assert set(listed) <= {storage / "0a" / "1b", tmp_path / "new" / "0a" / "1b",
+                           storage / "05" / "aa", tmp_path / "new" / "05" / "aa"}
+    ctx.cache.clear()  # after a crash: the full comparison finds the same
+    assert delta(host, ctx, storage, tmp_path / "new") == (added, gone)
