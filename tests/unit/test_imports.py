@@ -7,6 +7,7 @@ so a lazy import inside a function counts too.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
@@ -47,14 +48,15 @@ def _imports(tree):
             yield node.module
 
 
-def _leaves() -> set[str]:
+@functools.cache
+def _leaves() -> frozenset[str]:
     """LEAVES, plus any top-level module importing nothing of the package but errors."""
     out = set(LEAVES)
     for path in PACKAGE.glob("*.py"):
         targets = {t for t in _imports(ast.parse(path.read_text())) if t.startswith("orchestrator.")}
         if targets <= {"orchestrator.errors"}:
             out.add(path.stem)
-    return out
+    return frozenset(out)
 
 
 def _allowed(src: str, dst: str) -> bool:
