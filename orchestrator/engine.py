@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.errors import ExitCode, InputError, OrchestratorError, RefusedError
-from orchestrator.journal import Event, Journal, RunHistory, RunOutcome, StepRecord, StepState
+from orchestrator.journal import (Event, Journal, JournalWriteError, RunHistory, RunOutcome,
+                                  StepRecord, StepState)
 from orchestrator.steps.base import RunContext
 
 CRASH_ENV = "ORCHESTRATOR_TEST_CRASH_AT"  # tests only: "<step-id>:<before|during|after>"
@@ -160,6 +161,7 @@ class Engine:
         self.observe = observe
         self.t0 = host.clock.now()
         self.error: BaseException | None = None
+        self.undoing = False
         plan = ctx.plan
         self.report = RunReport(mode, ctx.run_id, _plan_path(plan),
                                 getattr(getattr(plan, "service", None), "name", "?"),
@@ -254,15 +256,16 @@ class Engine:
                 rec.facts = facts
                 if not self.dry:
                     facts.update(step.verify(self.host, self.ctx, intent, facts) or {})
+                row.changes = self.host.changes.texts(mark)
+                rec.state, rec.changes = StepState.DONE, row.changes
+                self._journal(Event.STEP_DONE, step=step.id, facts=facts, changes=row.changes)
             except (Exception, KeyboardInterrupt) as exc:  # every failure rolls back
+                self.undoing = True  # from here on only backwards, even without a journal
                 row.changes = self.host.changes.texts(mark)
                 row.seconds = self.host.clock.now() - self.t0 - row.start
                 self._fail(step, exc)
                 self._after_failure()
                 return
-            row.changes = self.host.changes.texts(mark)
-            rec.state, rec.changes = StepState.DONE, row.changes
-            self._journal(Event.STEP_DONE, step=step.id, facts=facts, changes=row.changes)
             _crash_point(step.id, "after")
             row.seconds = self.host.clock.now() - self.t0 - row.start
             row.status = StepStatus.WOULD if self.dry else StepStatus.DONE
@@ -319,6 +322,7 @@ class Engine:
 
     # -- undo ---------------------------------------------------------------------------
     def _rollback(self) -> None:
+        self.undoing = True
         incomplete = False
         for step in reversed([s for s in self.steps if self.ctx.records[s.id].needs_undo]):
             try:
@@ -388,7 +392,17 @@ class Engine:
         return r
 
     def _journal(self, event: Event, **fields: Any) -> None:
-        self.journal.append(event, **fields)
+        """Record an event. Going forwards, a journal that cannot be written stops the run
+        (JournalWriteError rolls back); while undoing, the undo goes on and the report says
+        the journal is behind."""
+        try:
+            self.journal.append(event, **fields)
+        except JournalWriteError as exc:
+            if not self.undoing:
+                raise
+            note = f"the journal is incomplete ({exc.message}): check the state by hand"
+            if note not in self.report.manual:
+                self.report.manual.append(note)
 
     def _progress(self, step_id: str, line: str) -> None:
         self.observe("step-line", step=step_id, line=line)

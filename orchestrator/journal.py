@@ -25,7 +25,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import InputError, JournalOpenError
+from orchestrator.errors import InputError, JournalOpenError, OrchestratorError
+
+
+class JournalWriteError(OrchestratorError):
+    """The journal could not be written: the run must not go on without its record."""
 
 
 class Event(str, Enum):
@@ -173,19 +177,27 @@ class Journal:
 
     # -- writing ---------------------------------------------------------------
     def append(self, event: Event, **fields: Any) -> dict:
-        """Write one record (with the wall time), repairing a torn tail first."""
+        """Write one record (with the wall time), repairing a torn tail first.
+
+        Raise JournalWriteError when it cannot be written (a full disk, a read-only folder).
+        """
         record = {"event": event.value, "time": round(time.time(), 3), **fields}
         line = json.dumps(record, sort_keys=False, default=str, ensure_ascii=True) + "\n"
-        created = not self.path.exists()
-        if created:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            self._repair(fd)
-            os.write(fd, line.encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            created = not self.path.exists()
+            if created:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                self._repair(fd)
+                os.write(fd, line.encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise JournalWriteError(f"cannot write the journal {self.path}: {exc.strerror or exc}",
+                                    hint="free space in the state folder, or give a writable "
+                                         "--state-dir") from exc
         if created:
             _fsync_dir(self.path.parent)
         return record
@@ -359,8 +371,12 @@ class RunLock:
 
     def acquire(self, command: str) -> RunLock:
         """Take the lock or raise JournalOpenError naming the live owner."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise InputError(f"cannot create the run lock {self.path}: {exc.strerror or exc}",
+                             hint="run as root, or give a writable --state-dir") from exc
         if not _try_lock(fd):
             owner = _read_owner(fd)
             os.close(fd)

@@ -297,3 +297,27 @@ def test_the_text_report_of_an_incomplete_rollback_lists_what_to_do_in_order():
     todo = text.split("DO THIS NOW, in order:")[1].strip().splitlines()
     assert todo[0].strip() == "1. a: undo a by hand"
     assert "orchestrator rollback /plans/p.yaml" in todo[1]
+
+
+def test_a_journal_that_cannot_be_written_stops_the_run_and_the_rollback_still_happens():
+    from orchestrator.journal import JournalWriteError
+
+    class FullDisk(MemoryJournal):
+        def __init__(self, fail_after):
+            super().__init__()
+            self.fail_after = fail_after
+
+        def append(self, event, **fields):
+            if len(self.lines) >= self.fail_after:
+                raise JournalWriteError("cannot write the journal: No space left on device")
+            return super().append(event, **fields)
+
+    log = []
+    steps = [Scripted("a", log), Scripted("b", log), Scripted("c", log)]
+    engine, _ = _engine(steps, journal=FullDisk(fail_after=4))  # run, a started+done, b started
+    report = engine.execute()
+    assert report.exit_code == ExitCode.ROLLED_BACK
+    assert "No space left" in report.error
+    assert [p for p in log if p[0] == "undo"] == [("undo", "b"), ("undo", "a")]
+    assert ("apply", "c") not in log
+    assert any("journal is incomplete" in m for m in report.manual)
