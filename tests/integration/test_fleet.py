@@ -35,7 +35,10 @@ STEPS = """\
 
 
 def _ansible_playbook() -> str:
-    exe = shutil.which("ansible-playbook") or str(Path(sys.executable).with_name("ansible-playbook"))
+    # The one installed beside this Python (the venv's), else the one on PATH.
+    exe = str(Path(sys.executable).with_name("ansible-playbook"))
+    if not os.path.exists(exe):
+        exe = shutil.which("ansible-playbook") or exe
     if not os.path.exists(exe):
         pytest.skip("ansible-core is not installed (pip install '.[fleet]')")
     return exe
