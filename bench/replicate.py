@@ -257,11 +257,10 @@ def main() -> None:
     servers: list[OrthancServer] = []
     rows: list[Row] = []
 
-    def repeat(one) -> Row:
-        row = median([one() for _ in range(args.repeat)])
-        rows.append(row)
-        print(f"  {row.name}: {row.rate:.0f} inst/s", flush=True)
-        return row
+    rounds: list = []  # (name, one round -> Row), run interleaved `repeat` times
+
+    def repeat(name: str, one) -> None:
+        rounds.append((name, one))
 
     def fresh(name, fn, source=None) -> Row:
         target = bench.server("target")
@@ -279,38 +278,52 @@ def main() -> None:
         zsrc = bench.server("source-zlib", StorageCompression=True)
         servers.append(zsrc)
         post_files(zsrc.url, paths, 8)
-        ceilings = [repeat(lambda w=w: fresh(f"ceiling: POST from disk x{w}",
-                                             lambda t: post_files(t.url, paths, w)))
-                    for w in (4, 8, 16)]
-        best = max(ceilings, key=lambda r: r.rate)
-        repeat(lambda: fresh("ceiling: requests POST x8",
-                             lambda t: post_files_requests(t.url, paths, 8)))
+        for w in (4, 8, 16):
+            repeat(f"ceiling: POST from disk x{w}", lambda w=w: fresh(
+                f"ceiling: POST from disk x{w}", lambda t: post_files(t.url, paths, w)))
+        repeat("ceiling: requests POST x8", lambda: fresh(
+            "ceiling: requests POST x8", lambda t: post_files_requests(t.url, paths, 8)))
+        repeat("requests x8, identity", lambda: fresh(
+            "requests x8, identity", lambda t: threaded_requests_copier(plain.url, t.url), plain))
+        repeat("peer job (/peers/store)", lambda: fresh(
+            "peer job (/peers/store)", lambda t: peer_job(plain, t), plain))
+        for workers in [int(w) for w in args.workers.split(",")]:
+            name = f"orchestrator replicate w={workers}"
+            repeat(name, lambda w=workers, n=name: tool_round(
+                bench, n, lambda t: ("replicate", plain.url, t.url, "--workers", str(w)),
+                plain, args.count))
+        repeat("orchestrator replicate --verify", lambda: tool_round(
+            bench, "orchestrator replicate --verify",
+            lambda t: ("replicate", plain.url, t.url, "--verify"), plain, args.count))
+        results: dict[str, list[Row]] = {}
+        for n in range(args.repeat):  # interleaved: background load hits every row alike
+            print(f"round {n + 1}/{args.repeat}", flush=True)
+            for name, one in rounds:
+                results.setdefault(name, []).append(one())
         if not args.skip_slow:
             rows.append(fresh("sample: sequential, gzip (1 round)",
                               lambda t: sample_copier(plain.url, t.url), plain))
-        repeat(lambda: fresh("requests x8, identity",
-                             lambda t: threaded_requests_copier(plain.url, t.url), plain))
-        repeat(lambda: fresh("peer job (/peers/store)", lambda t: peer_job(plain, t), plain))
-        for workers in [int(w) for w in args.workers.split(",")]:
-            repeat(lambda w=workers: tool_round(
-                bench, f"orchestrator replicate w={w}",
-                lambda t: ("replicate", plain.url, t.url, "--workers", str(w)), plain,
-                args.count))
-        repeat(lambda: tool_round(bench, "orchestrator replicate --verify",
-                                  lambda t: ("replicate", plain.url, t.url, "--verify"), plain,
-                                  args.count))
+        rounds.clear()
         for server in (plain, zsrc):
             server.stop()
         for workers in (4, 8):
-            for name, server in (("plain", plain), ("compressed", zsrc)):
-                repeat(lambda s=server, n=name, w=workers: tool_round(
-                    bench, f"orchestrator import-storage {n} w={w}",
-                    lambda t: ("import-storage", str(s.storage), t.url, "--workers", str(w)),
-                    None, args.count))
-        repeat(lambda: tool_round(
+            for kind, server in (("plain", plain), ("compressed", zsrc)):
+                name = f"import-storage {kind} w={workers}"
+                repeat(name, lambda s=server, n=name, w=workers: tool_round(
+                    bench, n, lambda t: ("import-storage", str(s.storage), t.url, "--workers",
+                                         str(w)), None, args.count))
+        repeat("import-storage compressed --no-index", lambda: tool_round(
             bench, "import-storage compressed --no-index",
             lambda t: ("import-storage", str(zsrc.storage), t.url, "--no-index"), None,
             args.count))
+        repeat("ceiling (again): POST from disk x8", lambda: fresh(
+            "ceiling (again): POST from disk x8", lambda t: post_files(t.url, paths, 8)))
+        for n in range(args.repeat):
+            print(f"import round {n + 1}/{args.repeat}", flush=True)
+            for name, one in rounds:
+                results.setdefault(name, []).append(one())
+        rows[:0] = [median(r) for r in results.values()]
+        best = max((r for r in rows if r.name.startswith("ceiling: POST")), key=lambda r: r.rate)
         print()
         print(f"median of {args.repeat} rounds; ceiling = best POST-from-disk row "
               f"({best.rate:.0f} inst/s)")

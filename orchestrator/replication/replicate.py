@@ -79,7 +79,7 @@ class Replication:
         watermark = Watermark(cursor, state.listed)
         pool = self._pool(state, watermark)
         # First the failures the last run recorded, then the log from the cursor.
-        retry = [Work(None, iid) for iid in state.failures]
+        retry = [Work(None, iid) for iid in state.failures if listing.is_instance_id(iid)]
         failures_before = dict(state.failures)
         state.failures.clear()
         aborted = pool.run(retry, self._copy, Watermark())
@@ -93,6 +93,7 @@ class Replication:
             self.summary.warnings.append(
                 f"the source's change log lists {watermark.weight} of its {source_count} "
                 "instances (it was cleared): swept /instances as well")
+            self.presence = Presence("always")  # a gap-filler: most are there already
             sweep = (Work(None, w.item) for w in listing.instances(self.source, policy))
             aborted = pool.run(sweep, self._copy, Watermark())
         self.summary.aborted = aborted

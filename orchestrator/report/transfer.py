@@ -9,7 +9,6 @@ SHOWN = 20  # failures printed one by one in text; --json lists up to MAX_LISTED
 
 def render_text(data: dict) -> str:
     """Render the summary dict as lines for a person."""
-    verb = "would copy" if data["dry_run"] else "copy"
     lines = [f"{data['command']}: {data['source']} -> {data['target']}"
              + ("  (dry run: nothing changed)" if data["dry_run"] else "")]
     if data.get("resumed_from"):
@@ -44,8 +43,7 @@ def render_text(data: dict) -> str:
         lines.append(f"stopped early: {data['aborted']}")
         lines.append("  the resume state is saved: run the same command again to continue")
     if data["ok"]:
-        lines.append(f"ok: nothing left to {verb}" if data["dry_run"] and not
-                     counts.get("would copy") else "ok")
+        lines.append("ok (dry run)" if data["dry_run"] else "ok")
     else:
         lines.append("NOT complete: see the failures above; a rerun retries them first")
     return "\n".join(line for line in lines if line)

@@ -167,3 +167,16 @@ def test_progress_bar_on_a_terminal_only(source, target, tmp_path):
     assert b"\rreplicate  [" in drawn and b"/s" in drawn
     assert "\r" not in out
     assert_no_secret(drawn.decode(errors="replace"))
+
+
+def test_verify_hashes_files_where_md5s_are_not_stored(orthanc_factory, tmp_path):
+    source = orthanc_factory(config_overrides={"StoreMD5ForAttachments": False})
+    source.upload(make_dataset(12, rows=8, cols=8, seed="nomd5"))
+    target = orthanc_factory()
+    result = run_cli("replicate", source.url, target.url, "--state-dir", str(tmp_path),
+                     "--verify", "--json")
+    assert result.returncode == 0, result.stderr
+    verify = parse_json(result.stdout)["verify"]
+    assert verify["ok"] and verify["equal"] == 12
+    assert verify["notes"] == ["source does not store MD5s (StoreMD5ForAttachments off): "
+                               "hashed 12 files instead"]

@@ -261,3 +261,16 @@ def test_progress_renders_rate_and_eta_and_stays_quiet_off_a_tty():
     bar.update(5, 10)
     bar.close()
     assert "5/10" in tty.getvalue() and "5/s" in tty.getvalue()
+
+
+def test_recycling_limits_are_read_from_the_target_config(tmp_path):
+    from orchestrator.replication.target import limit_warnings
+
+    config = tmp_path / "orthanc.json"
+    config.write_text('{ // a comment, as Orthanc allows\n "MaximumPatientCount": 100,\n'
+                      ' "MaximumStorageSize": 0 }')
+    warnings = limit_warnings(config)
+    assert len(warnings) == 1 and "MaximumPatientCount 100" in warnings[0]
+    config.write_text("{}")
+    assert limit_warnings(config) == []
+    assert "--target-config" in limit_warnings(None)[0]
