@@ -88,8 +88,8 @@ class Replication:
                 state.failures.setdefault(item, reason)
         else:
             aborted = pool.run(listing.changes(self.source, cursor, policy), self._copy, watermark)
-        if aborted is None and cursor == 0 and source_count is not None \
-                and watermark.weight < source_count:
+        # `listed` counts the NewInstance changes since the first pass started at 0.
+        if aborted is None and source_count is not None and watermark.weight < source_count:
             self.summary.warnings.append(
                 f"the source's change log lists {watermark.weight} of its {source_count} "
                 "instances (it was cleared): swept /instances as well")

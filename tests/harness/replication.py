@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,3 +92,79 @@ def cmdlines_of(pid: int) -> list[str]:
 
 def parse_json(stdout: str) -> dict:
     return json.loads(stdout)
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path] | None:
+    """A self-signed certificate for 127.0.0.1: (PEM with cert + key for Orthanc, cert alone).
+
+    None when the openssl command is missing.
+    """
+    if shutil.which("openssl") is None:
+        return None
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True, timeout=60)
+    both = folder / "orthanc.pem"
+    both.write_bytes(cert.read_bytes() + key.read_bytes())
+    return both, cert
+
+
+class TlsProxy:
+    """Terminate TLS on a loopback port and forward the bytes to a plain HTTP server.
+
+    Debian's Orthanc 1.10.1 crashes (SIGSEGV) on its first HTTPS connection with
+    OpenSSL 3, so HTTPS tests put this in front of a real plain-HTTP Orthanc.
+    """
+
+    def __init__(self, backend_port: int, pem: Path):
+        self.backend_port = backend_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(pem))
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            tls = self.context.wrap_socket(client, server_side=True)
+        except (OSError, ssl.SSLError):
+            client.close()  # the client refused our certificate: that is the point
+            return
+        backend = socket.create_connection(("127.0.0.1", self.backend_port))
+        threading.Thread(target=_pump, args=(backend, tls), daemon=True).start()
+        _pump(tls, backend)
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass

@@ -180,3 +180,30 @@ def test_verify_hashes_files_where_md5s_are_not_stored(orthanc_factory, tmp_path
     assert verify["ok"] and verify["equal"] == 12
     assert verify["notes"] == ["source does not store MD5s (StoreMD5ForAttachments off): "
                                "hashed 12 files instead"]
+
+
+def test_https_is_verified_unless_told_otherwise(tmp_path, orthanc_factory):
+    from tests.harness.replication import TlsProxy, make_certificate
+
+    certs = make_certificate(tmp_path)
+    if certs is None:
+        pytest.skip("openssl is not installed")
+    pem, cert = certs
+    source = orthanc_factory()
+    source.upload(make_dataset(5, rows=8, cols=8, seed="tls"))
+    target = orthanc_factory()
+    proxy = TlsProxy(target.port, pem)
+    try:
+        base = ("replicate", source.url, proxy.url, "--state-dir", str(tmp_path / "s"), "--json")
+        refused = run_cli(*base)
+        assert refused.returncode == 1 and "TLS verification failed" in refused.stderr
+        assert "--ca-bundle" in refused.stderr
+        trusted = run_cli(*base, "--ca-bundle", str(cert), "--verify")
+        assert trusted.returncode == 0, trusted.stderr
+        assert parse_json(trusted.stdout)["counts"]["copied"] == 5
+        insecure = run_cli(*base, "--insecure", "--full")
+        assert insecure.returncode == 0 and parse_json(insecure.stdout)["counts"]["copied"] == 0
+        both = run_cli(*base, "--insecure", "--ca-bundle", str(cert))
+        assert both.returncode == 2 and "contradict" in both.stderr
+    finally:
+        proxy.close()
