@@ -25,6 +25,7 @@ from orchestrator.errors import StepError
 from orchestrator.host.changes import Changes
 
 BUFFER = 1 << 20
+BLOCK = 1 << 16  # compare-and-patch granularity when a pre-copy is brought up to date
 SYNCFS_OVER = 64  # more new folders than this: one syncfs instead of an fsync per folder
 TMP_SUFFIX = ".orchestrator-tmp"
 
@@ -151,7 +152,7 @@ class Files:
                 rel = str(p.relative_to(root))
             except ValueError:
                 continue
-            if not skip(rel):
+            if not skip(rel) and not rel.endswith(TMP_SUFFIX):
                 out.add(rel)
         return sorted(out)
 
@@ -184,6 +185,13 @@ class Files:
         return self.changes.apply(label, _copy_all, pairs, dry_result={},
                                   simulate=lambda: self._simulate_made(d for _, d in pairs))
 
+    def precopy(self, pairs: list[tuple[Path, Path]], label: str) -> None:
+        """Copy files next to their destinations (not durable, not in place) so that a later
+        `copy` of the same pairs only writes what changed in between."""
+        pairs = [(Path(s), Path(d)) for s, d in pairs]
+        self.changes.apply(label, _precopy_all, pairs, simulate=lambda: self._made.update(
+            d.with_name(d.name + TMP_SUFFIX) for _, d in pairs))
+
     def link(self, pairs: list[tuple[Path, Path]], label: str) -> int:
         """Hard-link each source to its destination, creating parent folders like the source's."""
         pairs = [(Path(s), Path(d)) for s, d in pairs]
@@ -197,7 +205,8 @@ class Files:
                            simulate=lambda: self._gone.update(paths))
 
     def remove_empty_tree(self, path: Path, label: str) -> None:
-        """Remove a folder tree that holds no files (folders only); refuse otherwise."""
+        """Remove a folder tree that holds no files (folders, and our unfinished copies);
+        refuse otherwise."""
         p = Path(path)
         self.changes.apply(label, _remove_empty_tree, p, simulate=lambda: self._gone.add(p))
 
@@ -271,14 +280,25 @@ def _copy_all(pairs: list[tuple[Path, Path]]) -> dict[str, str]:
 
 
 def copy_durable(src: Path, dst: Path) -> str:
-    """Copy `src` to `dst` through a fsynced temporary file; return the SHA-256 copied."""
+    """Copy `src` to `dst` through a fsynced temporary file; return the SHA-256 copied.
+
+    A temporary file already there (a `precopy` made while the service still ran, or the
+    remains of an interrupted copy) is brought up to date in place: only the blocks that
+    differ are written. Either way every byte of `src` is read, hashed and compared.
+    """
     tmp = dst.with_name(dst.name + TMP_SUFFIX)
     h = hashlib.sha256()
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while chunk := fin.read(BUFFER):
+        seeded = tmp.exists()
+        with open(src, "rb") as fin, open(tmp, "r+b" if seeded else "wb") as fout:
+            pos = 0
+            while chunk := fin.read(BLOCK if seeded else BUFFER):
                 h.update(chunk)
-                fout.write(chunk)
+                if not seeded or fout.read(len(chunk)) != chunk:
+                    fout.seek(pos)
+                    fout.write(chunk)
+                pos += len(chunk)
+            fout.truncate(pos)
             fout.flush()
             os.fsync(fout.fileno())
         shutil.copystat(src, tmp)
@@ -290,6 +310,13 @@ def copy_durable(src: Path, dst: Path) -> str:
                         hint="check free space and permissions") from exc
     fsync_dir(dst.parent)
     return h.hexdigest()
+
+
+def _precopy_all(pairs: list[tuple[Path, Path]]) -> None:
+    for src, dst in pairs:
+        tmp = dst.with_name(dst.name + TMP_SUFFIX)
+        shutil.copyfile(src, tmp)
+        _same_owner(tmp, src)
 
 
 def write_durable(path: Path, data: bytes, like: Path | None) -> None:
@@ -382,6 +409,9 @@ def _remove_empty_tree(root: Path) -> None:
     if not root.exists():
         return
     for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in [f for f in filenames if f.endswith(TMP_SUFFIX)]:
+            os.unlink(os.path.join(dirpath, name))  # our own unfinished copies
+            filenames.remove(name)
         if filenames:
             raise StepError(f"cannot remove {root}: {dirpath} still holds files",
                             hint=f"move {root} aside by hand")

@@ -6,9 +6,10 @@ space). The old folder is never written: it stays the rollback point, and
 undo is a pointer switch (the config file back, byte for byte).
 
 So that downtime does not grow with the archive, `stage-links` (inserted
-before the stop by `steps.build`) links every attachment while the service
-still runs; after the stop, relocate links only the files added since and
-drops links to files deleted since.
+before the stop by `steps.build`) links every attachment and pre-copies the
+index while the service still runs; after the stop, relocate links only the
+files added since, drops links to files deleted since, and writes only the
+index blocks that changed.
 
 The config file that sets StorageDirectory/IndexDirectory is rewritten in
 place with the formatting and comments kept (`set_string_value`), through a
@@ -77,10 +78,11 @@ class StageLinks(StepBase):
     def intend(self, host: Any, ctx: RunContext) -> dict:
         storage, index_dir = sources(ctx, self.options)
         to = Path(self.options["to"])
-        return {"to": str(to), "storage": str(storage), "created": not host.files.exists(to)}
+        return {"to": str(to), "storage": str(storage), "index_dir": str(index_dir),
+                "created": not host.files.exists(to)}
 
     def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        to, storage = Path(intent["to"]), Path(intent["storage"])
+        to, storage, index_dir = Path(intent["to"]), Path(intent["storage"]), Path(intent["index_dir"])
         # Folder times first: whatever changes from now on shows in them (see `delta`).
         mtimes, taken = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
         if not host.files.exists(to):
@@ -92,7 +94,12 @@ class StageLinks(StepBase):
         if rels:
             host.files.link([(storage / r, to / r) for r in rels],
                             f"hard-link {len(rels)} attachments of {storage} into {to}")
-        return {"linked": len(rels), "summary": f"{len(rels)} attachments linked into {to}"}
+        if host.files.exists(index_dir / "index"):
+            host.files.precopy([(index_dir / "index", to / "index")],
+                               f"pre-copy the SQLite index of {index_dir} into {to} "
+                               "(brought up to date after the stop)")
+        return {"linked": len(rels), "summary": f"{len(rels)} attachments linked into {to}, "
+                                                "index pre-copied"}
 
     def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
         return clear_target(host, ctx, record.intent)

@@ -31,7 +31,7 @@ STEPS = """  - preflight
 # step that stops, rewrites or restarts something (started, nothing applied yet), and a crash
 # inside the upgrade (the child's PID journaled, the child still running).
 CRASH_POINTS = [
-    "preflight:after", "relocate-stage:after",
+    "preflight:after", "snapshot-stage:after", "relocate-stage:after",
     "stop-service:before", "stop-service:after", "snapshot:after",
     "relocate:before", "relocate:after",
     "upgrade:before", "upgrade:during", "upgrade:after",

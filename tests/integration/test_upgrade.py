@@ -43,7 +43,7 @@ def test_happy_path_relocates_upgrades_and_leaves_the_old_folder_untouched(world
     rc, report, err = w.cli("run", str(plan))
     assert rc == 0, (report, err)
     assert report["outcome"] == "done" and report["downtime"] > 0
-    assert [s["status"] for s in report["steps"]] == ["done"] * 8
+    assert [s["status"] for s in report["steps"]] == ["done"] * 9
     assert w.counts() == before_counts
     assert w.get("/system")["DatabaseVersion"] == 6
     config = (w.config_dir / "orthanc.json").read_text()

@@ -32,6 +32,8 @@ def _scenario(files: Files, root: Path) -> list:
     src, dst = root / "src", root / "new dir; 'x'"
     seen = []
     files.make_dir(dst, like=src)
+    files.precopy([(src / "index", dst / "index")], f"pre-copy the index into {dst}")
+    seen.append(sorted(files.list_files(dst)))
     rels = files.walk(src, skip=("index",))
     files.link([(src / r, dst / r) for r in rels], f"link {len(rels)} files into {dst}")
     seen.append(sorted(set(files.walk(src, skip=("index",))) - set(files.walk(dst))))
@@ -62,7 +64,7 @@ def test_dry_files_change_nothing_and_see_what_they_would_have_done(tmp_path):
     dry_seen = _scenario(Files(dry), dry_root)
     real_seen = _scenario(Files(real), real_root)
     assert _tree_digest(dry_root) == before
-    assert dry_seen == real_seen == [[], True, False, (False, True)]
+    assert dry_seen == real_seen == [[], [], True, False, (False, True)]
     strip = lambda texts, root: [t.replace(str(root), "ROOT") for t in texts]
     assert strip(dry.texts(), dry_root) == strip(real.texts(), real_root)
     assert all(c.done for c in real.items) and not any(c.done for c in dry.items)
@@ -133,3 +135,19 @@ def test_a_dry_watched_run_records_and_returns_not_run(tmp_path):
                             log_path=tmp_path / "log", timeout=10, stall=5)
     assert got.ended == Ended.NOT_RUN and not (tmp_path / "log").exists()
     assert procs.changes.texts() == ["run it"]
+
+
+def test_a_precopy_is_brought_up_to_date_block_by_block(tmp_path):
+    src, dst = tmp_path / "index", tmp_path / "copy" / "index"
+    dst.parent.mkdir()
+    src.write_bytes(os.urandom(300_000))
+    files = Files(Changes())
+    files.precopy([(src, dst)], "pre-copy")
+    assert not dst.exists()  # not in place until the real copy
+    data = bytearray(src.read_bytes())
+    data[70_000:70_010] = b"x" * 10  # the running service changed a page...
+    src.write_bytes(bytes(data[:250_000]) + b"and a new tail")  # ...and the size
+    digest = files.copy([(src, dst)], "copy")[str(dst)]
+    assert dst.read_bytes() == src.read_bytes()
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["index"]

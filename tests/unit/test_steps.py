@@ -89,6 +89,10 @@ def _world(tmp_path: Path, steps: str, *, name: str = "db-v6"):
     return plan, ctx, storage, cfg
 
 
+def _step(plan, step_id):
+    return next(s for s in build(plan) if s.id == step_id)
+
+
 def _host(dry=False, manager=None, runner=None):
     return make_host(dry=dry, manager=manager or FakeManager(), orthanc=lambda: None,
                      runner=runner or FakeRunner({}))
@@ -138,8 +142,10 @@ def test_snapshot_undo_restores_the_index_byte_for_byte_and_drops_a_stale_wal(tm
     plan, ctx, storage, _ = _world(tmp_path, "  - stop-service\n  - snapshot\n  - upgrade\n"
                                              "  - start-service\n")
     host = _host()
-    snap = build(plan)[1]
+    stage, snap = _step(plan, "snapshot-stage"), _step(plan, "snapshot")
     before = (storage / "index").read_bytes()
+    _run(stage, host, ctx)  # the pre-copy, while "the service runs"
+    assert (ctx.run_dir / "snapshot" / "index.orchestrator-tmp").exists()
     rec = _run(snap, host, ctx)
     assert set(rec.facts["sha256"]) == {"index"}
     _index(storage / "index2", version=5)  # "the upgrade" rewrites the live index
@@ -154,7 +160,7 @@ def test_snapshot_undo_restores_the_index_byte_for_byte_and_drops_a_stale_wal(tm
 def test_snapshot_undo_when_the_copy_never_finished_touches_nothing(tmp_path):
     plan, ctx, storage, _ = _world(tmp_path, "  - stop-service\n  - snapshot\n  - upgrade\n"
                                              "  - start-service\n")
-    snap = build(plan)[1]
+    snap = _step(plan, "snapshot")
     ctx.records[snap.id] = StepRecord(snap.id, snap.kind, StepState.UNDOING,
                                       intent={"dir": str(tmp_path / "s"), "index_dir": str(storage),
                                               "files": ["index"], "storage_dir": str(storage),
@@ -168,7 +174,7 @@ def test_snapshot_with_links_puts_back_attachments_the_new_version_deleted(tmp_p
     plan, ctx, storage, _ = _world(tmp_path, "  - stop-service\n  - snapshot: {link_attachments: true}\n"
                                              "  - upgrade\n  - start-service\n")
     host = _host()
-    snap = build(plan)[1]
+    snap = _step(plan, "snapshot")
     rec = _run(snap, host, ctx)
     assert rec.facts["attachments"] == 3
     (storage / "ff/00/cccc").unlink()
@@ -249,7 +255,7 @@ def test_upgrade_refuses_a_missing_index_the_fresh_empty_database_trap(tmp_path)
                                              "  - start-service\n")
     (storage / "index").unlink()
     with pytest.raises(StepError, match="fresh empty database"):
-        build(plan)[2].intend(_host(), ctx)
+        _step(plan, "upgrade").intend(_host(), ctx)
 
 
 def test_upgrade_without_a_rollback_point_is_bad_input(tmp_path):
@@ -262,7 +268,7 @@ def test_upgrade_argv_is_a_list_with_the_config_last(tmp_path):
     plan, ctx, _, cfg = _world(tmp_path, "  - stop-service\n  - snapshot\n"
                                          "  - upgrade: {log_file: /var/log/orthanc/up.log}\n"
                                          "  - start-service\n")
-    intent = build(plan)[2].intend(_host(), ctx)
+    intent = _step(plan, "upgrade").intend(_host(), ctx)
     assert intent["argv"] == ["/usr/sbin/Orthanc", "--upgrade",
                               "--logfile=/var/log/orthanc/up.log", str(cfg)]
 
