@@ -72,33 +72,19 @@ def run(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
 @JSON_OPT
 def status(plan_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """Explain the last run from its journal."""
-    from orchestrator.journal import Journal, read_lock_owner
+    from orchestrator.journal import read_lock_owner
     from orchestrator.report import to_json
     from orchestrator.report.run import render_history
-    from orchestrator.steps.wiring import journal_for, state_dir_for
 
-    if plan_path is not None:
-        from orchestrator.plan import load_plan
-
-        p = load_plan(plan_path)
-        state = state_dir_for(p, state_dir)
-        journals = [journal_for(state, p.service.name)]
-    else:
-        state = state_dir_for(None, state_dir)
-        found = sorted(state.glob("*.journal"), key=lambda f: f.stat().st_mtime) \
-            if state.is_dir() else []
-        journals = [Journal(f) for f in found[-1:]]
-    history = journals[0].last_run() if journals else None
+    journal, where = _journal_to_show(plan_path, state_dir)
+    history = journal.last_run() if journal else None
     if history is None:
-        where = journals[0].path if journals else state
-        if as_json:
-            click.echo(to_json({"ok": True, "run": None, "journal": str(where)}))
-        else:
-            click.echo(f"no run recorded in {where}")
+        click.echo(to_json({"ok": True, "run": None, "journal": str(where)}) if as_json
+                   else f"no run recorded in {where}")
         return
-    owner = read_lock_owner(journals[0].path.with_suffix(".lock"))
+    owner = read_lock_owner(journal.path.with_suffix(".lock"))
     if as_json:
-        click.echo(to_json({"ok": not history.open, "journal": str(journals[0].path),
+        click.echo(to_json({"ok": not history.open, "journal": str(journal.path),
                             "running": owner.__dict__ if owner else None,
                             "run": history.to_dict()}))
     else:
@@ -106,6 +92,22 @@ def status(plan_path: Path | None, state_dir: Path | None, as_json: bool) -> Non
                                   plan_hint=str(plan_path) if plan_path else None))
     if history.open and owner is None:
         raise SystemExit(5)
+
+
+def _journal_to_show(plan_path: Path | None, state_dir: Path | None) -> tuple[Any, Path]:
+    """The plan's service journal, else the most recently written one in the state folder."""
+    from orchestrator.journal import Journal
+    from orchestrator.steps.wiring import journal_for, state_dir_for
+
+    if plan_path is not None:
+        from orchestrator.plan import load_plan
+
+        p = load_plan(plan_path)
+        journal = journal_for(state_dir_for(p, state_dir), p.service.name)
+        return journal, journal.path
+    state = state_dir_for(None, state_dir)
+    found = sorted(state.glob("*.journal"), key=lambda f: f.stat().st_mtime) if state.is_dir() else []
+    return (Journal(found[-1]), found[-1]) if found else (None, state)
 
 
 @click.command()
