@@ -87,6 +87,11 @@ class StorageImport:
         state.extra["mode"] = mode
         if not opts.dry_run:
             self.state_store.save(state)  # an unwritable state dir fails now, not mid-run
+        if opts.verify and state.cursor is not None:
+            # Inline verification sees only what a run handles: check everything again.
+            self.summary.notes.append("--verify: the whole folder is checked again, not "
+                                      "resumed from the saved point")
+            state.cursor, state.listed = None, 0
         if state.cursor is not None:
             self.summary.resumed_from = f"{'attachment row' if index else 'file'} {state.cursor}"
         if index is None:

@@ -124,3 +124,33 @@ def test_hostile_files_are_reported_and_the_run_goes_on(tmp_path, orthanc_factor
     assert "more than the limit" in reasons["aa/dd/bomb"]
     assert "beyond its declared" in reasons["aa/dd/liar"]
     assert "more than the limit" in reasons["aa/huge"]
+
+
+def test_killed_import_resumes_from_its_cursor(tmp_path, orthanc_factory):
+    import signal
+
+    from tests.harness.replication import start_cli, wait_for_count
+
+    source = OrthancServer(tmp_path / "src", config_overrides={"StorageCompression": True})
+    source.start()
+    try:
+        source.upload(make_dataset(300, rows=16, cols=16, seed="resume"))
+        sums = md5s(source)
+    finally:
+        source.stop()
+    target = orthanc_factory()
+    state = tmp_path / "state"
+    proc = start_cli("import-storage", str(source.storage), target.url, "--state-dir", str(state),
+                     "--workers", "1")
+    reached = wait_for_count(target, 150, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert reached, "the import ended before it could be killed"
+    done = imp(source.storage, target, state)
+    assert done.returncode == 0, done.stderr
+    data = parse_json(done.stdout)
+    assert data["resumed_from"].startswith("attachment row")
+    assert data["counts"]["copied"] < 300
+    assert md5s(target) == sums and count(target) == 300
+    checked = parse_json(imp(source.storage, target, state, "--verify").stdout)
+    assert checked["verify"]["ok"] and checked["verify"]["equal"] == 300  # all, not resumed
