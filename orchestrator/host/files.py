@@ -251,6 +251,13 @@ def _same_owner(path: Path, like: Path | None) -> None:
 
 
 def _make_dir(path: Path, like: Path | None) -> None:
+    for d in _make_dirs(path, lambda _: like):
+        fsync_dir(d.parent)
+
+
+def _make_dirs(path: Path, like: Any) -> list[Path]:
+    """Create `path` and its missing parents, each with the mode and owner of `like(folder)`;
+    return the folders made."""
     missing = []
     p = path
     while not p.exists():
@@ -258,9 +265,8 @@ def _make_dir(path: Path, like: Path | None) -> None:
         p = p.parent
     for d in reversed(missing):
         d.mkdir()
-        _same_owner(d, like)
-    for d in missing:
-        fsync_dir(d.parent)
+        _same_owner(d, like(d))
+    return missing
 
 
 def fsync_dir(path: Path) -> None:
@@ -342,7 +348,10 @@ def _link_all(pairs: list[tuple[Path, Path]]) -> int:
     for src, dst in pairs:
         parent = dst.parent
         if parent not in made_dirs and not parent.exists():
-            _make_dir_like_chain(parent, src.parent)
+            # Each new folder like its counterpart in the source tree (same depth).
+            depth = {d: s for d, s in zip(parent.parents, src.parent.parents)}
+            depth[parent] = src.parent
+            _make_dirs(parent, lambda d: depth[d] if depth.get(d) and depth[d].exists() else None)
         made_dirs.add(parent)
         try:
             os.link(src, dst)
@@ -379,18 +388,6 @@ def _syncfs(fd: int) -> bool:
         return ctypes.CDLL(None, use_errno=True).syncfs(fd) == 0  # the process's own libc
     except (OSError, AttributeError, TypeError):
         return False
-
-
-def _make_dir_like_chain(dst_dir: Path, src_dir: Path) -> None:
-    """Create dst_dir and its missing parents, each like the matching source folder."""
-    missing: list[tuple[Path, Path]] = []
-    d, s = dst_dir, src_dir
-    while not d.exists():
-        missing.append((d, s))
-        d, s = d.parent, s.parent
-    for d, s in reversed(missing):
-        d.mkdir()
-        _same_owner(d, s if s.exists() else None)
 
 
 def _remove_all(paths: list[Path]) -> None:

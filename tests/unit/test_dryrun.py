@@ -151,3 +151,26 @@ def test_a_precopy_is_brought_up_to_date_block_by_block(tmp_path):
     assert dst.read_bytes() == src.read_bytes()
     assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
     assert sorted(p.name for p in dst.parent.iterdir()) == ["index"]
+
+
+def test_new_folders_links_and_copies_keep_the_owner_of_their_source(tmp_path):
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("changing owners needs root")
+    uid, gid = 4321, 4322
+    src = tmp_path / "src"
+    (src / "ab" / "cd").mkdir(parents=True)
+    (src / "ab" / "cd" / "file").write_bytes(b"x")
+    (src / "index").write_bytes(b"index")
+    for p in (src, src / "ab", src / "ab" / "cd", src / "ab" / "cd" / "file", src / "index"):
+        os.chown(p, uid, gid)
+    (src / "ab").chmod(0o750)
+    files = Files(Changes())
+    dst = tmp_path / "dst"
+    files.make_dir(dst, like=src)
+    files.link([(src / "ab" / "cd" / "file", dst / "ab" / "cd" / "file")], "link")
+    files.copy([(src / "index", dst / "index")], "copy")
+    for p in (dst, dst / "ab", dst / "ab" / "cd", dst / "index"):
+        assert (os.stat(p).st_uid, os.stat(p).st_gid) == (uid, gid), p
+    assert os.stat(dst / "ab").st_mode & 0o777 == 0o750
