@@ -47,6 +47,8 @@ def render_report(report: Any) -> str:
         lines += ["", "warnings:"] + [f"  ! {w}" for w in r.warnings]
     for note in r.notes:
         lines.append(f"note: {note}")
+    if r.mode != "plan":
+        lines += ["", *render_timeline(r)]
     lines.append("")
     if r.downtime is not None and r.mode != "plan":
         lines.append(f"downtime (stop -> healthy): {r.downtime:.2f}s")
@@ -60,6 +62,29 @@ def render_report(report: Any) -> str:
         lines += ["", "DO THIS NOW, in order:"]
         lines += [f"  {i}. {m}" for i, m in enumerate(r.manual, 1)]
     return "\n".join(lines)
+
+
+def render_timeline(report: Any, width: int = 48) -> list[str]:
+    """Draw each step as a bar on one time axis, and the downtime window under them."""
+    timed = [s for s in report.steps if s.start is not None and s.seconds is not None]
+    total = max([report.seconds or 0.0] + [s.start + s.seconds for s in timed])
+    if not timed or total <= 0:
+        return []
+    scale = width / total
+    label = max(len(s.id) for s in timed)
+    lines = [f"timeline (0 to {total:.2f}s, one column = {total / width:.2f}s):"]
+    for s in timed:
+        begin = min(int(s.start * scale), width - 1)
+        length = max(1, round(s.seconds * scale))
+        bar = (" " * begin + "█" * length)[:width].ljust(width)
+        lines.append(f"  {s.id.ljust(label)}  |{bar}| {_secs(s.seconds)} {s.status.value}")
+    stop = next((s for s in timed if s.kind == "stop-service"), None)
+    if report.downtime is not None and stop is not None:
+        begin = min(int(stop.start * scale), width - 1)
+        length = max(1, round(report.downtime * scale))
+        bar = (" " * begin + "▒" * length)[:width].ljust(width)
+        lines.append(f"  {'downtime'.ljust(label)}  |{bar}| {_secs(report.downtime)} service unavailable")
+    return lines
 
 
 def render_history(run: Any, *, lock_owner: Any = None, plan_hint: str | None = None) -> str:

@@ -321,3 +321,23 @@ def test_a_journal_that_cannot_be_written_stops_the_run_and_the_rollback_still_h
     assert [p for p in log if p[0] == "undo"] == [("undo", "b"), ("undo", "a")]
     assert ("apply", "c") not in log
     assert any("journal is incomplete" in m for m in report.manual)
+
+
+def test_the_text_report_draws_a_timeline_with_the_downtime_window():
+    from orchestrator.report.run import render_report, render_timeline
+
+    log = []
+    steps = [Scripted("pre", log, kind="preflight"), Scripted("stop", log, kind="stop-service"),
+             Scripted("up", log, kind="upgrade"), Scripted("start", log, kind="start-service"),
+             Scripted("health", log, kind="health-check")]
+    engine, _ = _engine(steps)
+    report = engine.execute()
+    lines = render_timeline(report, width=40)
+    assert lines[0].startswith("timeline (0 to ")
+    bars = {line.split("|")[0].strip(): line.split("|")[1] for line in lines[1:]}
+    assert set(bars) == {"pre", "stop", "up", "start", "health", "downtime"}
+    assert all(len(bar) == 40 for bar in bars.values())
+    # The downtime window starts where stop-service starts and covers the later steps.
+    assert bars["downtime"].index("▒") == bars["stop"].index("█")
+    assert bars["downtime"].rstrip().endswith("▒") and bars["health"].rstrip().endswith("█")
+    assert "timeline" in render_report(report)
