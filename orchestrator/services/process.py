@@ -37,6 +37,9 @@ def write_pidfile(path: Path, pid: int) -> None:
     os.replace(tmp, path)
 
 
+STOP_POLL = 0.05  # seconds between looks while a stopped Orthanc exits
+
+
 class ProcessManager:
     """Signal and spawn the Orthanc process directly (psutil to observe)."""
 
@@ -98,7 +101,9 @@ class ProcessManager:
             for pid in pids:
                 _signal(pid, signal.SIGTERM)
             grace = min(self.target.stop_grace, timeout)
-            gone = wait_for(self.clock, grace, lambda: True if not self._still(pids) else None)
+            # Downtime counts from here: look often (a process-table scan costs ~ms).
+            gone = wait_for(self.clock, grace, lambda: True if not self._still(pids) else None,
+                            interval=STOP_POLL)
             if gone is None:
                 stubborn = self._still(pids)
                 for pid in stubborn:
