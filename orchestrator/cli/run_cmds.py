@@ -147,8 +147,11 @@ def _engine(run: Any, mode: str) -> Any:
     from orchestrator.engine import Engine
     from orchestrator.report.run import Progress
 
-    return Engine(run.steps, run.host, run.journal, run.ctx, mode=mode,
-                  plan_sha256=run.plan_sha256, observe=Progress())
+    engine = Engine(run.steps, run.host, run.journal, run.ctx, mode=mode,
+                    plan_sha256=run.plan_sha256, observe=Progress())
+    if run.manager_note:
+        engine.report.notes.append(run.manager_note)
+    return engine
 
 
 def _continue(plan_path: Path, state_dir: Path | None, as_json: bool, mode: str) -> None:

@@ -37,6 +37,7 @@ class Run:
     journal: Journal
     state_dir: Path
     plan_sha256: str
+    manager_note: str = ""  # which service manager, and why (shown by plan and run)
 
 
 def state_dir_for(plan: Any | None, given: Path | None) -> Path:
@@ -79,7 +80,7 @@ def open_run(plan: Any, *, dry: bool, state_dir: Path | None = None, run_id: str
     state = state_dir_for(plan, state_dir)
     config = load_config(svc.config)
     runner, clock = runner or RealRunner(), RealClock()
-    manager = _manager(plan, config, runner, clock, manager_options)
+    manager, manager_note = _manager(plan, config, runner, clock, manager_options)
     orthanc, hidden = _rest_factory(plan, config)
     host = make_host(dry=dry, manager=manager, orthanc=orthanc, runner=runner, clock=clock,
                      hidden_env=hidden)
@@ -87,12 +88,14 @@ def open_run(plan: Any, *, dry: bool, state_dir: Path | None = None, run_id: str
     ctx = RunContext(plan=plan, run_id=run_id,
                      run_dir=state / safe_name(svc.name) / run_id, records=dict(records or {}))
     journal = MemoryJournal() if dry else journal_for(state, svc.name)
-    return Run(plan, build(plan), host, ctx, journal, state, plan_digest(plan))
+    return Run(plan, build(plan), host, ctx, journal, state, plan_digest(plan), manager_note)
 
 
-def _manager(plan: Any, config: Any, runner: Any, clock: Any, options: dict | None) -> Any:
+def _manager(plan: Any, config: Any, runner: Any, clock: Any,
+             options: dict | None) -> tuple[Any, str]:
+    """The plan's service manager, and a note saying which one and why."""
     from orchestrator.services.base import ServiceTarget
-    from orchestrator.services.detect import make_manager
+    from orchestrator.services.detect import detect, make_manager
 
     svc = plan.service
     kinds = [s.kind for s in plan.steps]
@@ -104,7 +107,13 @@ def _manager(plan: Any, config: Any, runner: Any, clock: Any, options: dict | No
         index_dir=Path(config.index_dir) if config.index_backend == "sqlite" else None,
         pidfile=svc.pidfile, log_file=svc.log_file, user=svc.user,
         install_dir=svc.install_dir, stop_grace=float(svc.stop_grace))
-    return make_manager(str(svc.manager), target, runner, clock, options=options)
+    kind = str(svc.manager)
+    if kind == "auto":
+        kind, reason = detect(target, runner)
+        note = f"service manager: {kind}, detected: {reason}"
+    else:
+        note = f"service manager: {kind}, as the plan says"
+    return make_manager(kind, target, runner, clock, options=options), note
 
 
 def _rest_factory(plan: Any, config: Any) -> tuple[Any, list[str]]:
