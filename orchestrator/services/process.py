@@ -78,11 +78,7 @@ class ProcessManager:
                              "; ".join(notes) or "no process of the binary with this config")
 
     def warnings(self) -> list[str]:
-        others = proof.other_instances(self.target)
-        if not others:
-            return []
-        return [f"{len(others)} other Orthanc process(es) on this host (not touched): "
-                + ", ".join(p.describe() for p in others)]
+        return proof.other_instances_warning(self.target)
 
     def stop_commands(self) -> list[list[str]]:
         return [["kill", "-TERM", str(pid)] for pid in self._pids()]

@@ -120,6 +120,15 @@ def other_instances(target: ServiceTarget) -> list[OrthancProcess]:
     return [info for _, info in orthanc_processes(target.binary) if not info.runs(target.config)]
 
 
+def other_instances_warning(target: ServiceTarget) -> list[str]:
+    """A warning naming the other Orthanc processes on this host (none: an empty list)."""
+    others = other_instances(target)
+    if not others:
+        return []
+    return [f"{len(others)} other Orthanc process(es) on this host (not touched): "
+            + ", ".join(p.describe() for p in others)]
+
+
 def is_service_process(pid: int, target: ServiceTarget) -> bool:
     """True when `pid` is alive and is the target's binary started with its config."""
     try:

@@ -73,11 +73,7 @@ class WindowsScManager:
         return ServiceStatus(state, q.pid or None, q.describe())
 
     def warnings(self) -> list[str]:
-        others = proof.other_instances(self.target)
-        if not others:
-            return []
-        return [f"{len(others)} other Orthanc process(es) on this host (not touched): "
-                + ", ".join(p.describe() for p in others)]
+        return proof.other_instances_warning(self.target)
 
     def stop_commands(self) -> list[list[str]]:
         return [[SC, "stop", self.target.name]]
