@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.dicom import make_dataset
-from tests.integration.test_run_world import World
+from tests.harness.world import World
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.orthanc, pytest.mark.slow]

@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness.dicom import make_dataset
 from tests.harness.systemd import orthanc_unit
-from tests.integration.test_run_world import REPO, World, sha256
+from tests.harness.world import REPO, World, sha256
 
 pytestmark = pytest.mark.orthanc
 

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from tests.harness.systemd import orthanc_unit
-from tests.integration.test_run_world import REPO, World
+from tests.harness.world import REPO, World
 
 UNIT = REPO / "systemd" / "orthanc-upgrade@.service"
 pytestmark = pytest.mark.orthanc
