@@ -18,6 +18,11 @@ class Outcome(Enum):
     SKIPPED = "skipped"  # not to be copied: not DICOM, no pixels, gone from the source
     FAILED = "failed"
 
+    @property
+    def key(self) -> str:
+        """The name in --json output: already_present, would_copy, ..."""
+        return self.value.replace(" ", "_")
+
 
 @dataclass(frozen=True)
 class Result:
@@ -83,7 +88,7 @@ class Summary:
             "source": self.source,
             "target": self.target,
             "dry_run": self.dry_run,
-            "counts": {o.value: self.count(o) for o in Outcome},
+            "counts": {o.key: self.count(o) for o in Outcome},
             "skipped": dict(sorted(self.skipped.items())),
             "failures": list(self.failures),
             "failures_not_listed": max(0, self.count(Outcome.FAILED) - len(self.failures)),

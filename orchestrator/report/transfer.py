@@ -14,8 +14,8 @@ def render_text(data: dict) -> str:
     if data.get("resumed_from"):
         lines.append(f"resumed after {data['resumed_from']}")
     counts = data["counts"]
-    rows = [(name, str(n)) for name, n in counts.items() if n or name in ("copied", "failed")
-            and not (data["dry_run"] and name == "copied")]
+    rows = [(name.replace("_", " "), str(n)) for name, n in counts.items()
+            if n or name in ("copied", "failed") and not (data["dry_run"] and name == "copied")]
     lines.append(table(rows))
     for reason, n in data["skipped"].items():
         lines.append(f"  skipped {n}: {reason}")

@@ -62,7 +62,7 @@ def test_plain_storage_with_its_index(plain, orthanc_factory, tmp_path):
     assert "import-s3cret" not in result.stdout + result.stderr
     again = parse_json(imp(source.storage, target, tmp_path, "--full", "--target-user", "bob",
                            "--target-password-env", "TGT_PW").stdout)
-    assert again["counts"]["already present"] == COUNT and again["counts"]["copied"] == 0
+    assert again["counts"]["already_present"] == COUNT and again["counts"]["copied"] == 0
 
 
 @pytest.mark.parametrize("use_index", [True, False])

@@ -67,7 +67,7 @@ def test_copy_verify_and_rerun_copies_nothing(source, source_md5s, target, tmp_p
     env = child_env(**ENV)
     dry = run_cli(*args(source, target, tmp_path, "--dry-run", "--json"), env=env)
     assert dry.returncode == 0, dry.stderr
-    assert parse_json(dry.stdout)["counts"]["would copy"] == COUNT
+    assert parse_json(dry.stdout)["counts"]["would_copy"] == COUNT
     assert count(target) == 0 and not list(tmp_path.iterdir())  # dry run wrote nothing
 
     proc = start_cli(*args(source, target, tmp_path, "--verify", "--json"), env=env)
