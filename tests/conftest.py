@@ -10,6 +10,7 @@ import pytest
 
 from tests.harness.dicom import make_dataset
 from tests.harness.orthanc import ORTHANC_BINARY, OrthancServer
+from tests.harness.world import World
 
 
 def _require_orthanc() -> None:
@@ -59,3 +60,19 @@ def module_orthanc(tmp_path_factory, small_dataset):
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def world_factory(tmp_path):
+    """Make Worlds (tests/harness/world.py); every process of their configs is killed at teardown."""
+    _require_orthanc()
+    made: list[World] = []
+
+    def make(name: str = "w", **kw) -> World:
+        w = World(tmp_path / name, **kw)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.kill_all()

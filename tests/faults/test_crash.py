@@ -14,7 +14,7 @@ import json
 import pytest
 
 from tests.harness.dicom import make_dataset
-from tests.integration.test_run_world import sha256, world_factory  # noqa: F401
+from tests.harness.world import sha256
 
 pytestmark = pytest.mark.orthanc
 

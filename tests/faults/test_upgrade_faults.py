@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.dicom import make_dataset
-from tests.integration.test_run_world import sha256, tree_digest, world_factory  # noqa: F401
+from tests.harness.world import sha256, tree_digest
 
 pytestmark = pytest.mark.orthanc
 

@@ -53,6 +53,20 @@ def base_config(root: Path, port: int, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+def wait_http(port: int, timeout: float = 60.0, auth: tuple[str, str] | None = None) -> dict:
+    """Poll http://127.0.0.1:PORT/system until it answers 200; return its JSON."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(f"http://127.0.0.1:{port}/system", auth=auth, timeout=2)
+            if r.status_code == 200:
+                return r.json()
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no Orthanc on port {port} after {timeout:g}s")
+
+
 @dataclass
 class OrthancServer:
     """One throwaway Orthanc: `start()`, use `url`, `stop()`."""

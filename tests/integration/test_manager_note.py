@@ -2,12 +2,10 @@
 
 import pytest
 
-from tests.integration.test_run_world import world_factory  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.orthanc
 
 
-def test_plan_names_the_detected_manager_and_the_reason(world_factory):  # noqa: F811
+def test_plan_names_the_detected_manager_and_the_reason(world_factory):
     w = world_factory().start()
     plan = w.plan("  - preflight\n  - stop-service: {timeout: 60}\n  - start-service: {timeout: 60}\n"
                   "  - health-check: {timeout: 60}\n", manager="auto", service_name="orch-no-such-unit")

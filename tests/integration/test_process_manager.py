@@ -10,7 +10,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
 from orchestrator.errors import ServiceError
 from orchestrator.host.clock import RealClock
@@ -19,7 +18,7 @@ from orchestrator.orthanc.index import index_is_locked
 from orchestrator.services.base import ServiceTarget, State
 from orchestrator.services.process import ProcessManager
 from orchestrator.services.sysv import read_pidfile
-from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port
+from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, wait_http
 
 pytestmark = pytest.mark.orthanc
 
@@ -34,19 +33,6 @@ def _target(root: Path, config_text: str | None = None, **kw) -> tuple[ServiceTa
                            index_dir=root / "storage", pidfile=root / "run" / "orthanc.pid",
                            log_file=root / "orthanc.log", **kw)
     return target, port
-
-
-def _wait_http(port: int, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            r = requests.get(f"http://127.0.0.1:{port}/system", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"no Orthanc on port {port}")
 
 
 @pytest.fixture
@@ -86,7 +72,7 @@ def test_start_status_stop(tmp_path, manager_factory):
     status = mgr.status()
     assert status.state == State.RUNNING and status.main_pid == read_pidfile(target.pidfile)
     assert psutil.Process(status.main_pid).cmdline() == [ORTHANC_BINARY, str(target.config)]
-    assert _wait_http(port)["DatabaseVersion"] == 6
+    assert wait_http(port)["DatabaseVersion"] == 6
     assert index_is_locked(target.index_dir)
     assert mgr.stop_commands() == [["kill", "-TERM", str(status.main_pid)]]
 
@@ -102,7 +88,7 @@ def test_orthanc_started_by_someone_else_is_found_without_a_pidfile(tmp_path, ma
     by_hand = subprocess.Popen([ORTHANC_BINARY, str(target.config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_http(port)
+        wait_http(port)
         mgr = manager_factory(target)
         assert mgr.status().main_pid == by_hand.pid
         mgr.stop(timeout=60)
@@ -125,7 +111,7 @@ def test_stale_pidfile(tmp_path, manager_factory):
     mgr.stop(timeout=30)  # nothing to stop: fine
     mgr.start(timeout=60)
     assert read_pidfile(target.pidfile) == mgr.status().main_pid != gone.pid
-    _wait_http(port)
+    wait_http(port)
     mgr.stop(timeout=60)
 
 
@@ -143,7 +129,7 @@ def test_pidfile_naming_another_program_never_kills_it(tmp_path, manager_factory
     mgr.start(timeout=60)
     pid = read_pidfile(target.pidfile)
     assert pid != sleeper.pid and mgr.status().main_pid == pid
-    _wait_http(port)
+    wait_http(port)
     mgr.stop(timeout=60)
     assert sleeper.poll() is None
 

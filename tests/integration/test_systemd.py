@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
 from orchestrator.errors import ServiceError
 from orchestrator.host.clock import RealClock
@@ -18,7 +16,7 @@ from orchestrator.orthanc.index import index_is_locked
 from orchestrator.services.base import ServiceTarget, State
 from orchestrator.services.detect import detect, make_manager
 from orchestrator.services.systemd import SystemdManager
-from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port
+from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, wait_http
 from tests.harness.systemd import orthanc_unit
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.systemd]
@@ -36,19 +34,6 @@ def _orthanc_config(root: Path, **overrides) -> tuple[Path, int]:
     path.write_text(json.dumps(cfg, indent=2))
     (root / "storage").mkdir(exist_ok=True)
     return path, port
-
-
-def _wait_http(port: int, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            r = requests.get(f"http://127.0.0.1:{port}/system", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"no Orthanc on port {port}")
 
 
 @pytest.fixture
@@ -85,7 +70,7 @@ def test_start_status_stop_of_a_real_orthanc_unit(systemd_sandbox, unit_factory,
     host_pid = systemd_sandbox.host_pid(status.main_pid)
     assert host_pid is not None
     assert str(config) in psutil.Process(host_pid).cmdline()
-    assert _wait_http(port)["DatabaseVersion"] == 6
+    assert wait_http(port)["DatabaseVersion"] == 6
     assert index_is_locked(tmp_path / "storage")
     mgr.start(timeout=60)  # already running: nothing to do
     assert mgr.status().main_pid == status.main_pid
@@ -159,7 +144,7 @@ def test_start_that_dies_at_once_raises_with_journal_lines(systemd_sandbox, unit
 
     config.write_text(good)
     mgr.start(timeout=60)  # reset-failed clears the start limit
-    assert _wait_http(port)["Name"].startswith("test-")
+    assert wait_http(port)["Name"].startswith("test-")
     mgr.stop(timeout=60)
 
 
@@ -172,7 +157,7 @@ def test_lingering_process_after_an_inactive_unit_is_an_error(systemd_sandbox, u
     name = unit_factory(unit)
     mgr = _manager(systemd_sandbox, name, config, index_dir=tmp_path / "storage", proof_grace=2.0)
     mgr.start(timeout=60)
-    _wait_http(port)
+    wait_http(port)
     try:
         with pytest.raises(ServiceError) as err:
             mgr.stop(timeout=60)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from orchestrator.errors import ServiceError
 from orchestrator.host.clock import RealClock
@@ -19,7 +17,7 @@ from orchestrator.services import proof
 from orchestrator.services.base import ServiceTarget, State
 from orchestrator.services.detect import detect
 from orchestrator.services.sysv import SysvManager, read_pidfile, unscoped_stop_lines
-from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port
+from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, wait_http
 from tests.harness.sysv import STOCK_SCRIPT, write_policy, write_test_script
 
 pytestmark = pytest.mark.orthanc
@@ -49,19 +47,6 @@ def _setup(root: Path, name: str, config_text: str | None = None):
     return target, script, port
 
 
-def _wait_http(port: int, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            r = requests.get(f"http://127.0.0.1:{port}/system", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"no Orthanc on port {port}")
-
-
 def _cleanup(target: ServiceTarget) -> None:
     for info in proof.service_processes(target):
         try:
@@ -83,7 +68,7 @@ def test_start_status_stop_through_the_init_script(tmp_path, orthanc_factory):
         assert status.state == State.RUNNING
         assert status.main_pid == read_pidfile(target.pidfile)  # start-stop-daemon --make-pidfile
         assert "status: 0" in status.detail  # the scoped script's LSB answer agrees
-        assert _wait_http(port)["DatabaseVersion"] == 6
+        assert wait_http(port)["DatabaseVersion"] == 6
         assert index_is_locked(target.index_dir)
         assert any("other Orthanc" in w for w in mgr.warnings())
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.harness.dicom import make_dataset
-from tests.integration.test_run_world import REPO, sha256, tree_digest, world_factory  # noqa: F401
+from tests.harness.world import REPO, sha256, tree_digest
 
 pytestmark = pytest.mark.orthanc
 
