@@ -63,10 +63,41 @@ STEPS = """\
 """
 
 
-def plan(world: World, name: str, to: str, expect: str = "") -> Path:
-    """A process-manager plan for the demo's Orthanc (no service manager for a throwaway server)."""
+class SystemdService:
+    """The demo's Orthanc as a runtime systemd unit (/run/systemd/system: gone at reboot, removed at the end)."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.name = f"orchestrator-demo-{os.getpid()}"
+        self.path = Path("/run/systemd/system") / f"{self.name}.service"
+
+    @staticmethod
+    def available() -> bool:
+        """True when systemd is the running init and we may add units (root)."""
+        return os.path.isdir("/run/systemd/system") and os.geteuid() == 0 and \
+            shutil.which("systemctl") is not None
+
+    def systemctl(self, *args: str) -> None:
+        subprocess.run(["systemctl", *args], check=False, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self.path.write_text(f"[Unit]\nDescription=orchestrator demo Orthanc\nDefaultDependencies=no\n\n"
+                             f"[Service]\nType=simple\nExecStart={ORTHANC_BINARY} {self.world.config}\n")
+        self.systemctl("daemon-reload")
+        self.systemctl("start", f"{self.name}.service")
+        self.world.wait_up()
+
+    def remove(self) -> None:
+        self.systemctl("stop", f"{self.name}.service")
+        self.path.unlink(missing_ok=True)
+        self.systemctl("daemon-reload")
+        self.systemctl("reset-failed", f"{self.name}.service")
+
+
+def plan(world: World, name: str, to: str, service: str, manager: str, expect: str = "") -> Path:
+    """The demo's plan: the steps of an upgrade with relocation, for its service and manager."""
     return world.plan(STEPS.format(to=json.dumps(str(world.db.parent / to)), expect=expect),
-                      name=name, service_name="orthanc-demo")
+                      name=name, service_name=service, manager=manager)
 
 
 def counts(world: World) -> str:
@@ -82,16 +113,24 @@ def main() -> int:
     t0 = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
     server = World(root / "orthanc")
+    unit = SystemdService(server) if SystemdService.available() else None
+    service, manager = (unit.name, "systemd") if unit else ("orthanc-demo", "process")
     try:
         print(f"{BOLD}orchestrator demo{RESET}: a throwaway Orthanc in {root}, port {server.port}")
-        server.start()
+        if unit:
+            print(f"Service manager: systemd (unit {unit.name}.service, a runtime unit removed at the end).")
+            unit.start()
+        else:
+            print("Service manager: none running here (systemd is not PID 1), so the tool's process "
+                  "manager\ndrives the Orthanc process directly (found by binary + config, SIGTERM to stop).")
+            server.start()
         server.upload(make_dataset(40, per_series=5, rows=64, cols=64))
         print(f"Orthanc {server.url} is up with {counts(server)}.")
 
         banner(1, "inspect", "What the tool sees: config files, storage and index, schema, binary, hazards.")
         orchestrator("inspect", str(server.config), cwd=root)
 
-        good = plan(server, "upgrade.yaml", "db-v6-new")
+        good = plan(server, "upgrade.yaml", "db-v6-new", service, manager)
         banner(2, "validate + plan (dry-run)",
                "The plan is checked, then every step runs against the real host in dry-run mode:\n"
                "reads are real, changes are only listed. Nothing is changed.")
@@ -103,7 +142,8 @@ def main() -> int:
         orchestrator("run", str(good), cwd=root)
         print(f"Orthanc {server.url} now serves {counts(server)} from {server.db.parent / 'db-v6-new'}.")
 
-        bad = plan(server, "bad-health.yaml", "db-v6-try", ", expect: {version: '9.9.9'}")
+        bad = plan(server, "bad-health.yaml", "db-v6-try", service, manager,
+                   ", expect: {version: '9.9.9'}")
         banner(4, "a failing run rolls back by itself",
                "Same plan, but the health check expects Orthanc 9.9.9, which is not installed.\n"
                "The tool undoes every step newest-first and brings the old state back (exit 3).")
@@ -111,6 +151,8 @@ def main() -> int:
         orchestrator("status", "--state-dir", str(server.state), cwd=root, expect=None)
         print(f"Orthanc {server.url} still serves {counts(server)}.")
     finally:
+        if unit:
+            unit.remove()
         server.stop()
         server.kill_all()
         shutil.rmtree(root, ignore_errors=True)
