@@ -108,8 +108,11 @@ class Upgrade(StepBase):
                             f"{counts_text(before)} before",
                             hint="is this the right index folder? (a wrong IndexDirectory gets a "
                                  "fresh empty database)")
+        summary = str(facts.get("summary", "upgraded"))
+        if f"schema {index.schema_version}" not in summary:
+            summary += f"; index at schema {index.schema_version}"
         return {"schema_after": index.schema_version, "counts_after": index.counts,
-                "summary": f"{facts.get('summary', 'upgraded')}; index at schema {index.schema_version}"}
+                "summary": f"{summary}, counts unchanged" if before else summary}
 
     def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
         pid, started = record.progress.get("pid"), record.progress.get("create_time")
