@@ -70,6 +70,8 @@ class ServiceSpec:
     log_file: Path | None = None
     install_dir: str | None = None
     stop_grace: float = 30.0
+    init_script: Path | None = None  # sysv: default /etc/init.d/<name>
+    allow_unscoped_stop: bool = False  # sysv: stop with a script that kills every Orthanc
 
 
 @dataclass(frozen=True)
@@ -648,7 +650,8 @@ def _build(raw: dict, lines: dict[KeyPath, int], source: str, base: Path) -> Pla
         credentials=CredentialsSpec(cred.get("username"), cred.get("password_env"),
                                     cred.get("password_file")) if cred else None,
         pidfile=svc.get("pidfile"), log_file=svc.get("log_file"),
-        install_dir=svc.get("install_dir"), stop_grace=float(svc["stop_grace"]))
+        install_dir=svc.get("install_dir"), stop_grace=float(svc["stop_grace"]),
+        init_script=svc.get("init_script"), allow_unscoped_stop=bool(svc["allow_unscoped_stop"]))
     keyed = _step_branches()[1]["properties"]
     steps = []
     for i, item in enumerate(raw["steps"]):

@@ -102,6 +102,11 @@ def _manager(plan: Any, config: Any, runner: Any, clock: Any,
     starts = [i for i, k in enumerate(kinds) if k == "start-service"]
     if starts and all("health-check" in kinds[i + 1:] for i in starts):
         options = {"settle": CHECKED_SETTLE, **(options or {})}
+    # SysV keys of the plan (make_manager drops them for other managers).
+    sysv = {"allow_unscoped_stop": svc.allow_unscoped_stop}
+    if svc.init_script is not None:
+        sysv["script"] = Path(svc.init_script)
+    options = {**sysv, **(options or {})}
     target = ServiceTarget(
         name=svc.name, binary=Path(svc.binary), config=Path(svc.config),
         index_dir=Path(config.index_dir) if config.index_backend == "sqlite" else None,
