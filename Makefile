@@ -29,8 +29,10 @@ demo: venv orthanc
 	$(PY) demo/demo.py
 
 bench: venv
+	$(PY) bench/startup.py
 	$(PY) bench/replicate.py
 	$(PY) bench/upgrade.py
+	$(PY) bench/services.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
