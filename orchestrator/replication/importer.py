@@ -24,7 +24,7 @@ from orchestrator.orthanc import storage
 from orchestrator.orthanc.storage import Attachment, FileType, Kind, StorageEntry, StorageFormatError
 from orchestrator.replication.listing import is_instance_id
 from orchestrator.replication.outcome import Outcome, Result, Summary
-from orchestrator.replication.pool import RetryPolicy, TransferPool, Work
+from orchestrator.replication.pool import RetryPolicy, Work, recording_pool
 from orchestrator.replication.state import ResumeState, StateStore, Watermark
 from orchestrator.replication.target import (Presence, connect, has_instance, limit_warnings,
                                              md5_of, store)
@@ -112,21 +112,7 @@ class StorageImport:
     def _run(self, state: ResumeState, listing: Iterator[Work], work: Callable,
              lookup: Callable[[str], object | None]) -> None:
         main = Watermark(state.cursor, state.listed)
-
-        def on_result(result: Result) -> None:
-            self.summary.add(result)
-            if result.outcome is Outcome.FAILED:
-                state.record_failure(result.item, result.reason)
-            self.progress(self.summary, self.total)
-
-        def save(watermark: Watermark) -> None:
-            if self.options.dry_run:
-                return
-            if watermark is main and main.cursor is not None:
-                state.cursor, state.listed = main.cursor, main.weight
-            self.state_store.save(state)
-
-        pool = TransferPool(self.options.workers, on_result=on_result, save=save)
+        pool = recording_pool(self, state, main, cursor_ok=lambda cursor: cursor is not None)
         before = dict(state.failures)
         state.failures.clear()
         retry = [Work(None, found) for found in map(lookup, before) if found is not None]

@@ -160,3 +160,28 @@ class TransferPool:
                                     f"last: {result.reason}")
             else:
                 self._streak = 0
+
+
+def recording_pool(job: Any, state: Any, main: Watermark, *,
+                   cursor_ok: Callable[[object], bool]) -> TransferPool:
+    """A pool for a replication job: results go to `job.summary` (failures also to the resume
+    state) and `job.progress`; saves write `state` through `job.state_store`, moving its
+    cursor only with the `main` listing's watermark, and never in a dry run.
+
+    `job` has: options (workers, dry_run), summary, progress(summary, total), total,
+    state_store. `cursor_ok` tells a cursor worth saving from a placeholder.
+    """
+    def on_result(result: Result) -> None:
+        job.summary.add(result)
+        if result.outcome is Outcome.FAILED:
+            state.record_failure(result.item, result.reason)
+        job.progress(job.summary, job.total)
+
+    def save(watermark: Watermark) -> None:
+        if job.options.dry_run:
+            return
+        if watermark is main and cursor_ok(main.cursor):
+            state.cursor, state.listed = main.cursor, main.weight
+        job.state_store.save(state)
+
+    return TransferPool(job.options.workers, on_result=on_result, save=save)

@@ -18,7 +18,8 @@ from pathlib import Path
 from orchestrator.errors import InputError
 from orchestrator.replication import listing
 from orchestrator.replication.outcome import Outcome, Result, Summary
-from orchestrator.replication.pool import (RetryPolicy, TransferPool, Work, with_retries)
+from orchestrator.replication.pool import (RetryPolicy, TransferPool, Work, recording_pool,
+                                           with_retries)
 from orchestrator.replication.state import ResumeState, StateStore, Watermark
 from orchestrator.replication.target import (Presence, connect, count_instances, has_instance,
                                              hint_suffix, limit_warnings, store)
@@ -103,20 +104,8 @@ class Replication:
         return self.summary
 
     def _pool(self, state: ResumeState, main: Watermark) -> TransferPool:
-        def on_result(result: Result) -> None:
-            self.summary.add(result)
-            if result.outcome is Outcome.FAILED:
-                state.record_failure(result.item, result.reason)
-            self.progress(self.summary, self.total)
-
-        def save(watermark: Watermark) -> None:
-            if self.options.dry_run:
-                return
-            if watermark is main and isinstance(main.cursor, int):
-                state.cursor, state.listed = main.cursor, main.weight
-            self.state_store.save(state)
-
-        return TransferPool(self.options.workers, on_result=on_result, save=save)
+        # The /changes cursor is a sequence number; anything else is a placeholder.
+        return recording_pool(self, state, main, cursor_ok=lambda cursor: isinstance(cursor, int))
 
     # -- one instance -------------------------------------------------------------
     def _copy(self, iid: str) -> Result:
