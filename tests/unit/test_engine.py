@@ -275,11 +275,16 @@ def test_resume_with_another_plan_is_refused(tmp_path):
         engine.resume(history)
 
 
+def _upgrade_steps() -> list:
+    """The upgrade's step kinds in order, scripted to succeed."""
+    log: list = []
+    return [Scripted("pre", log, kind="preflight"), Scripted("stop", log, kind="stop-service"),
+            Scripted("up", log, kind="upgrade"), Scripted("start", log, kind="start-service"),
+            Scripted("health", log, kind="health-check")]
+
+
 def test_downtime_runs_from_the_stop_to_the_health_check():
-    log = []
-    steps = [Scripted("pre", log, kind="preflight"), Scripted("stop", log, kind="stop-service"),
-             Scripted("up", log, kind="upgrade"), Scripted("start", log, kind="start-service"),
-             Scripted("health", log, kind="health-check")]
+    steps = _upgrade_steps()
     engine, _ = _engine(steps)
     report = engine.execute()
     assert report.downtime == pytest.approx(4.0)
@@ -326,10 +331,7 @@ def test_a_journal_that_cannot_be_written_stops_the_run_and_the_rollback_still_h
 def test_the_text_report_draws_a_timeline_with_the_downtime_window():
     from orchestrator.report.run import render_report, render_timeline
 
-    log = []
-    steps = [Scripted("pre", log, kind="preflight"), Scripted("stop", log, kind="stop-service"),
-             Scripted("up", log, kind="upgrade"), Scripted("start", log, kind="start-service"),
-             Scripted("health", log, kind="health-check")]
+    steps = _upgrade_steps()
     engine, _ = _engine(steps)
     report = engine.execute()
     lines = render_timeline(report, width=40)
