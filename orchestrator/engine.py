@@ -22,39 +22,17 @@ import signal
 import socket
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from orchestrator.errors import ExitCode, InputError, OrchestratorError, RefusedError
 from orchestrator.journal import (Event, Journal, JournalWriteError, RunHistory, RunOutcome,
                                   StepRecord, StepState)
-from orchestrator.steps.base import RunContext
+from orchestrator.run_report import (Downtime, Outcome, RunReport, StepReport, StepStatus,
+                                     downtime)
+from orchestrator.steps.base import Host, PlanView, RunContext, StepFacts, StepIntent, StepOptions
 
 CRASH_ENV = "ORCHESTRATOR_TEST_CRASH_AT"  # tests only: "<step-id>:<before|during|after>"
-
-
-class Outcome(str, Enum):
-    """How an engine call ended."""
-
-    DONE = "done"
-    PLANNED = "planned"  # dry run, nothing blocking
-    REFUSED = "refused"  # failed before changing anything
-    ROLLED_BACK = "rolled-back"
-    ROLLBACK_INCOMPLETE = "rollback-incomplete"
-
-
-class StepStatus(str, Enum):
-    """What happened to one step in this call (shown in the step table)."""
-
-    DONE = "done"
-    WOULD = "would do"  # dry run
-    VERIFIED = "verified"  # resume: done earlier, and its effect still holds
-    FAILED = "failed"
-    UNDONE = "undone"
-    UNDO_FAILED = "undo failed"
-    NOT_RUN = "not run"
 
 
 class Step(Protocol):
@@ -62,94 +40,43 @@ class Step(Protocol):
 
     id: str
     kind: str
+    line: int | None
+    options: StepOptions
+    downtime: Downtime | None
 
     def describe(self) -> str:
         """One line: what the step does."""
 
-    def check(self, host: Any, ctx: RunContext) -> list[str]:
+    def check(self, host: Host, ctx: RunContext) -> list[str]:
         """Static checks before anything runs (reads only); return warnings, raise to refuse."""
 
-    def intend(self, host: Any, ctx: RunContext) -> dict:
+    def intend(self, host: Host, ctx: RunContext) -> StepIntent:
         """Decide what exactly to do (reads only); journaled before `apply`."""
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
+    def apply(self, host: Host, ctx: RunContext, intent: StepIntent) -> StepFacts:
         """Make the change; return facts (journaled with `done`)."""
 
-    def verify(self, host: Any, ctx: RunContext, intent: dict, facts: dict) -> dict:
-        """Prove the change took effect (reads only; skipped in a dry run); more facts."""
+    def verify(self, host: Host, ctx: RunContext, intent: StepIntent, facts: StepFacts) -> StepFacts:
+        """Prove the change took effect (reads only; skipped in a dry run); the facts, completed."""
 
-    def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
         """Put back what the step changed; safe whether apply ran fully, partly or not at all."""
 
-    def holds(self, host: Any, ctx: RunContext, record: StepRecord) -> str | None:
+    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
         """For `resume`: None when a done step's effect still holds, else why not."""
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
         """What the operator must do by hand when `undo` failed."""
 
 
-@dataclass
-class StepReport:
-    id: str
-    kind: str
-    description: str
-    status: StepStatus = StepStatus.NOT_RUN
-    start: float | None = None  # seconds since the call began
-    seconds: float | None = None
-    detail: str = ""
-    changes: list[str] = field(default_factory=list)
-    error: str | None = None
-    hint: str | None = None
-    undo: str | None = None  # what the undo did, or why it failed
-    facts: dict = field(default_factory=dict)  # what the step found or did (JSON only)
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "description": self.description,
-                "status": self.status.value, "start": _r(self.start), "seconds": _r(self.seconds),
-                "detail": self.detail, "changes": self.changes, "error": self.error,
-                "hint": self.hint, "undo": self.undo, "facts": self.facts}
-
-
-@dataclass
-class RunReport:
-    mode: str  # plan | run | rollback | resume
-    run_id: str
-    plan: str
-    service: str
-    steps: list[StepReport]
-    outcome: Outcome = Outcome.DONE
-    exit_code: ExitCode = ExitCode.OK
-    error: str | None = None
-    hint: str | None = None
-    changes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    manual: list[str] = field(default_factory=list)  # exit 4: what the operator must do
-    seconds: float = 0.0
-    downtime: float | None = None  # service stopped -> proven healthy again
-    trace: str | None = None  # a bug's traceback
-
-    def to_dict(self) -> dict:
-        return {"ok": self.exit_code == ExitCode.OK, "mode": self.mode, "run_id": self.run_id,
-                "plan": self.plan, "service": self.service, "outcome": self.outcome.value,
-                "exit_code": int(self.exit_code), "error": self.error, "hint": self.hint,
-                "seconds": _r(self.seconds), "downtime": _r(self.downtime),
-                "steps": [s.to_dict() for s in self.steps], "changes": self.changes,
-                "warnings": self.warnings, "notes": self.notes, "manual": self.manual}
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 3)
-
-
-def _observe_nothing(event: str, **data: Any) -> None:
+def _observe_nothing(event: str, **data: object) -> None:
     pass
 
 
 class Engine:
     """Run steps on a host with a journal; one instance per command."""
 
-    def __init__(self, steps: list[Step], host: Any, journal: Journal, ctx: RunContext, *,
+    def __init__(self, steps: list[Step], host: Host, journal: Journal, ctx: RunContext, *,
                  mode: str, plan_sha256: str = "", observe: Callable[..., None] = _observe_nothing):
         self.steps = steps
         self.host = host
@@ -165,10 +92,12 @@ class Engine:
         plan = ctx.plan
         self.report = RunReport(mode, ctx.run_id, _plan_path(plan),
                                 getattr(getattr(plan, "service", None), "name", "?"),
-                                [StepReport(s.id, s.kind, s.describe()) for s in steps])
+                                [StepReport(s.id, str(s.kind), s.describe(),
+                                            downtime=getattr(s, "downtime", None)) for s in steps])
         self.by_id = {r.id: r for r in self.report.steps}
         for s in steps:
-            ctx.records.setdefault(s.id, StepRecord(s.id, s.kind))
+            ctx.records.setdefault(s.id, StepRecord(s.id, str(s.kind)))
+        ctx.steps = list(steps)
         ctx.progress = self._progress
         ctx.persist = self._persist
 
@@ -178,7 +107,7 @@ class Engine:
         self._journal(Event.RUN_STARTED, run_id=self.ctx.run_id, mode=self.mode,
                       plan=self.report.plan, plan_sha256=self.plan_sha256,
                       service=self.report.service, pid=os.getpid(), host=socket.gethostname(),
-                      steps=[{"id": s.id, "kind": s.kind, "options": getattr(s, "options", {})}
+                      steps=[{"id": s.id, "kind": str(s.kind), "options": s.options.to_json()}
                              for s in self.steps])
         if self._check(self.steps):
             self._forward(self.steps)
@@ -201,6 +130,7 @@ class Engine:
                         f"cannot resume: step {step.id} was done but no longer holds: {reason}",
                         hint=f"finish the run backwards: orchestrator rollback {self.report.plan}"))
                 row.status, row.detail = StepStatus.VERIFIED, _summary(rec.facts) or "still holds"
+                row.notes = [str(n) for n in rec.facts.get("notes") or []]
             elif rec.state in (StepState.STARTED, StepState.FAILED):
                 # In flight at the crash: put back whatever it did, then run it again.
                 if not self._undo_one(step, rec):
@@ -248,17 +178,19 @@ class Engine:
             self.observe("step-started", step=step.id, text=row.description)
             try:
                 intent = step.intend(self.host, self.ctx)
-                rec.intent, rec.state, rec.changes = intent, StepState.STARTED, None
+                # The journal boundary: typed records in the steps, JSON objects on disk.
+                rec.intent, rec.state, rec.changes = intent.to_json(), StepState.STARTED, None
                 rec.facts, rec.progress = {}, {}
-                self._journal(Event.STEP_STARTED, step=step.id, intent=intent)
+                self._journal(Event.STEP_STARTED, step=step.id, intent=rec.intent)
                 _crash_point(step.id, "before")
-                facts = step.apply(self.host, self.ctx, intent) or {}
-                rec.facts = facts
+                facts = step.apply(self.host, self.ctx, intent)
+                rec.facts = facts.to_json()
                 if not self.dry:
-                    facts.update(step.verify(self.host, self.ctx, intent, facts) or {})
+                    facts = step.verify(self.host, self.ctx, intent, facts)
+                    rec.facts = facts.to_json()
                 row.changes = self.host.changes.texts(mark)
                 rec.state, rec.changes = StepState.DONE, row.changes
-                self._journal(Event.STEP_DONE, step=step.id, facts=facts, changes=row.changes)
+                self._journal(Event.STEP_DONE, step=step.id, facts=rec.facts, changes=row.changes)
             except (Exception, KeyboardInterrupt) as exc:  # every failure rolls back
                 self.undoing = True  # from here on only backwards, even without a journal
                 row.changes = self.host.changes.texts(mark)
@@ -269,8 +201,9 @@ class Engine:
             _crash_point(step.id, "after")
             row.seconds = self.host.clock.now() - self.t0 - row.start
             row.status = StepStatus.WOULD if self.dry else StepStatus.DONE
-            row.detail = _summary(facts)
-            self.report.warnings.extend(facts.get("warnings") or [])
+            row.detail, row.notes = _detail(facts.summary, facts.notes), list(facts.notes)
+            self.report.notes.extend(f"{step.id}: {n}" for n in facts.notes)
+            self.report.warnings.extend(facts.warnings)
             self.observe("step-finished", step=step.id, status=row.status.value,
                          seconds=row.seconds, detail=row.detail)
 
@@ -383,7 +316,7 @@ class Engine:
             row.facts = self.ctx.records[row.id].facts
         if r.outcome == Outcome.DONE and self.dry:
             r.outcome = Outcome.PLANNED
-        r.downtime = _downtime(r.steps)
+        r.downtime = downtime(r.steps)
         still_open = r.outcome == Outcome.REFUSED and self.mode != "run" and any(
             rec.needs_undo for rec in self.ctx.records.values())
         if not still_open:  # a refused resume leaves the earlier run open, as it was
@@ -391,7 +324,7 @@ class Engine:
                           exit_code=int(r.exit_code), message=r.error)
         return r
 
-    def _journal(self, event: Event, **fields: Any) -> None:
+    def _journal(self, event: Event, **fields: object) -> None:
         """Record an event. Going forwards, a journal that cannot be written stops the run
         (JournalWriteError rolls back); while undoing, the undo goes on and the report says
         the journal is behind."""
@@ -424,7 +357,7 @@ class Engine:
                              hint="resume with the same plan file, unchanged; or use rollback")
 
     @staticmethod
-    def _call(fn: Callable[[], Any]) -> Any:
+    def _call(fn: Callable[[], str | None]) -> str | None:
         try:
             return fn()
         except OrchestratorError as exc:
@@ -437,21 +370,13 @@ _JOURNAL_OUTCOME = {Outcome.DONE: RunOutcome.DONE, Outcome.PLANNED: RunOutcome.D
 
 
 def _summary(facts: dict) -> str:
+    """The summary of journaled facts (a resumed run's done steps)."""
     return str(facts.get("summary", "")) if isinstance(facts, dict) else ""
 
 
-def _downtime(steps: list[StepReport]) -> float | None:
-    """Seconds from the start of stop-service to the end of the last health-check/start."""
-    stop = next((s for s in steps if s.kind == "stop-service" and s.start is not None
-                 and s.status in (StepStatus.DONE, StepStatus.WOULD)), None)
-    if stop is None:
-        return None
-    ends = [s for s in steps if s.kind in ("health-check", "start-service")
-            and s.status in (StepStatus.DONE, StepStatus.WOULD) and s.seconds is not None]
-    if not ends:
-        return None
-    last = ends[-1]
-    return last.start + last.seconds - stop.start
+def _detail(summary: str, notes: tuple[str, ...]) -> str:
+    """A step's one-line detail: its summary, then what the service manager had to do."""
+    return "; ".join([summary, *notes] if summary else notes)
 
 
 def _crash_point(step_id: str, where: str) -> None:
@@ -465,6 +390,6 @@ __all__ = ["Engine", "Outcome", "RunContext", "RunReport", "Step", "StepReport",
            "CRASH_ENV"]
 
 
-def _plan_path(plan: Any) -> str:
+def _plan_path(plan: PlanView) -> str:
     source = getattr(plan, "source", None)
     return str(Path(source).absolute()) if source is not None else "?"

@@ -4,6 +4,9 @@ Reads (runner, files' reads, service status, REST, processes' reads) always
 touch the real machine; changes go through the shared `Changes` recorder,
 which alone decides whether they happen. `make_host(dry=...)` is the only
 place the two flavours differ.
+
+The ports a fake stands in for in tests (the REST client, the service's
+status) are Protocols here; the host layer imports nothing above it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Protocol
 
 from orchestrator.errors import Completed
 from orchestrator.host.changes import Changes
@@ -20,6 +24,29 @@ from orchestrator.host.files import Files
 from orchestrator.host.processes import Processes
 from orchestrator.host.runner import RealRunner, Runner
 from orchestrator.host.service import ServicePort
+
+
+class OrthancPort(Protocol):
+    """The REST client of the service, as steps use it (reads only)."""
+
+    base_url: str
+
+    def system(self) -> dict: ...
+    def statistics(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+class ServiceStatusView(Protocol):
+    """A service manager's status, as steps read it."""
+
+    running: bool
+    main_pid: int | None
+    detail: str
+
+    @property
+    def state(self) -> Enum: ...
+
+    def to_dict(self) -> dict: ...
 
 
 class Commands:
@@ -47,10 +74,10 @@ class Host:
     processes: Processes
     commands: Commands
     service: ServicePort
-    orthanc: Callable[[], Any]  # a fresh REST client for the service (reads only)
+    orthanc: Callable[[], OrthancPort]  # a fresh REST client for the service (reads only)
 
 
-def make_host(*, dry: bool, manager: Any, orthanc: Callable[[], Any],
+def make_host(*, dry: bool, manager: object, orthanc: Callable[[], OrthancPort],
               runner: Runner | None = None, clock: Clock | None = None,
               hidden_env: Sequence[str] = ()) -> Host:
     """Assemble a real (dry=False) or dry host around a service manager and a REST factory."""

@@ -34,6 +34,10 @@ class ServicePort:
     def warnings(self) -> list[str]:
         return list(self.manager.warnings())
 
+    def notes(self) -> list[str]:
+        """What the manager had to do during its changes so far (e.g. a SIGKILL), in order."""
+        return list(getattr(self.manager, "notes", ()))
+
     def stop(self, *, timeout: float) -> None:
         """Stop the service; return once it is proven stopped."""
         text = f"stop the {self.kind} service {self.name}: {_commands(self.manager.stop_commands())}"

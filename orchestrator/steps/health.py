@@ -1,147 +1,90 @@
 """health-check: prove the restarted service is the new one, healthy, with all its data.
 
-It polls `/system` until it answers 200 *from the new process*: the manager's
-main PID must be alive, must have started after the stop was proven, and must
-(it or a child) listen on the URL's port, so a stale answer from the old
-process cannot pass. Then DatabaseVersion (and Version when the plan names
-one) must match, and `/statistics` counts must equal preflight's. A 401 means
-"up, wrong credentials" and fails at once with a hint.
+It waits (healthy.py) until `/system` answers from the new process, then
+DatabaseVersion (and Version when the plan names one) must match, and
+`/statistics` counts must equal preflight's.
 
 It only verifies, so a dry run describes it and does not run it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field, replace
 
-from orchestrator.errors import OrthancHttpError, StepError
-from orchestrator.steps.base import RunContext, StepBase, counts_text, latest, preflight_facts
-
-POLL = 0.05
-DEAD_GRACE = 5.0  # a service seen down this long after its start has failed (none restarts it)
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-REST_COUNT_KEYS = {"patients": "CountPatients", "studies": "CountStudies",
-                   "series": "CountSeries", "instances": "CountInstances"}
-
-
-def wait_healthy(host: Any, *, timeout: float, expect_db: int | None = None,
-                 expect_version: str | None = None, not_before: float | None = None,
-                 old_pid: int | None = None) -> dict:
-    """Poll until the service's new process answers /system as expected; return what it said."""
-    client = host.orthanc()
-    parts = urlsplit(client.base_url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    check_port = parts.hostname in LOCAL_HOSTS
-    start = host.clock.now()
-    down_since: float | None = None
-    try:
-        while True:
-            status = host.service.status()
-            now = host.clock.now()
-            down_since = (down_since or now) if not status.running else None
-            system, last = _look(host, client, status, old_pid=old_pid, not_before=not_before,
-                                 port=port if check_port else None)
-            if system is not None:
-                _check_system(system, expect_db, expect_version)
-                return {"pid": status.main_pid, "version": system.get("Version"),
-                        "database_version": system.get("DatabaseVersion"),
-                        "waited": round(now - start, 3)}
-            if down_since is not None and now - down_since >= DEAD_GRACE:
-                raise StepError(f"the service is not running: {last}", hint="see the service's log")
-            if now - start >= timeout:
-                raise StepError(f"no healthy answer from {client.base_url}/system within "
-                                f"{timeout:g}s: {last}",
-                                hint="see the service's log; raise the step's timeout if it "
-                                     "is only slow")
-            host.clock.sleep(POLL)
-    finally:
-        client.close()
+from orchestrator.errors import StepError
+from orchestrator.host.host import Host
+from orchestrator.orthanc.binary import binary_version, expected_schema
+from orchestrator.run_report import Downtime
+from orchestrator.steps.base import (Needs, RunContext, StepBase, StepFacts, StepIntent,
+                                     StepOptions, counts_text, latest)
+from orchestrator.steps.healthy import Answer, rest_counts, wait_healthy
+from orchestrator.steps.kind import StepKind
+from orchestrator.steps.preflight import preflight_facts
+from orchestrator.steps.record import Record
+from orchestrator.steps.service import StopFacts, StopIntent
 
 
-def _look(host: Any, client: Any, status: Any, *, old_pid: int | None, not_before: float | None,
-          port: int | None) -> tuple[dict | None, str]:
-    """One look: (/system's answer from the new process, or None and why not yet)."""
-    pid = status.main_pid
-    if not status.running:
-        return None, f"the service is {status.state.value}" + (f" ({status.detail})" if status.detail else "")
-    if pid is not None and old_pid is not None and pid == old_pid:
-        return None, f"PID {pid} is still the old process"
-    if pid is not None and not_before is not None and \
-            (host.processes.started_at(pid) or not_before) < not_before - 1.0:
-        return None, f"PID {pid} started before the stop: not the new process"
-    if pid is not None and port is not None and host.processes.listens(pid, port) is False:
-        return None, f"PID {pid} does not listen on port {port} yet"
-    try:
-        return client.system(), "answered"
-    except OrthancHttpError as exc:
-        if exc.status == 401:
-            raise StepError(f"{exc.message}: the service is up but refuses the credentials",
-                            hint="fix service.credentials (password_env, password_file or "
-                                 "~/.netrc)") from exc
-        return None, exc.message
+@dataclass(frozen=True, kw_only=True)
+class Expect(Record):
+    database_version: int | None = None
+    version: str | None = None
+    counts: bool = True
 
 
-def _check_system(system: dict, expect_db: int | None, expect_version: str | None) -> None:
-    db = system.get("DatabaseVersion")
-    if expect_db is not None and db != expect_db:
-        raise StepError(f"/system says DatabaseVersion {db}, expected {expect_db}",
-                        hint="the index was not upgraded as planned")
-    version = system.get("Version")
-    if expect_version is not None and version != expect_version:
-        raise StepError(f"/system says Version {version}, expected {expect_version}",
-                        hint="the installed binary is not the one the plan expects")
+@dataclass(frozen=True, kw_only=True)
+class HealthOptions(StepOptions):
+    timeout: float = 300.0
+    expect: Expect = field(default_factory=Expect)
 
 
-def rest_counts(host: Any) -> dict:
-    client = host.orthanc()
-    try:
-        stats = client.statistics()
-    finally:
-        client.close()
-    return {k: int(stats[v]) for k, v in REST_COUNT_KEYS.items()}
+@dataclass(frozen=True, kw_only=True)
+class HealthFacts(StepFacts):
+    health: Answer | None = None
+    counts: dict[str, int] | None = None
 
 
-class HealthCheck(StepBase):
-    kind = "health-check"
+class HealthCheck(StepBase[HealthOptions, StepIntent, HealthFacts]):
+    kind = StepKind.HEALTH_CHECK
+    Options = HealthOptions
+    Facts = HealthFacts
+    downtime = Downtime.ENDS
 
     def describe(self) -> str:
-        expect = self.options.get("expect") or {}
+        expect = self.options.expect
         parts = ["poll /system until the new process answers"]
-        if expect.get("database_version") is not None:
-            parts.append(f"DatabaseVersion {expect['database_version']}")
-        if expect.get("version"):
-            parts.append(f"Version {expect['version']}")
-        if expect.get("counts", True):
+        if expect.database_version is not None:
+            parts.append(f"DatabaseVersion {expect.database_version}")
+        if expect.version:
+            parts.append(f"Version {expect.version}")
+        if expect.counts:
             parts.append("counts as before")
         return ", ".join(parts)
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        return {}
+    def needs(self, ctx: RunContext) -> Needs:
+        return Needs(expects_version=self.options.expect.version)
 
-    def verify(self, host: Any, ctx: RunContext, intent: dict, facts: dict) -> dict:
-        from orchestrator.orthanc.binary import binary_version, expected_schema
-
-        expect = self.options.get("expect") or {}
-        expect_db = expect.get("database_version")
+    def verify(self, host: Host, ctx: RunContext, intent: StepIntent, facts: HealthFacts) -> HealthFacts:
+        expect = self.options.expect
+        expect_db = expect.database_version
         if expect_db is None:
             # The binary may have been replaced since preflight (a package step): read it again.
             expect_db = expected_schema(binary_version(ctx.plan.service.binary, host.runner))
-        stop = latest(ctx, "stop-service")
+        stop = latest(ctx, StepKind.STOP_SERVICE)
+        stop_intent = StopIntent.from_json(stop.intent) if stop and stop.intent else None
+        stop_facts = StopFacts.from_json(stop.facts) if stop and stop.facts else None
         answer = wait_healthy(
-            host, timeout=float(self.options.get("timeout", 300)), expect_db=expect_db,
-            expect_version=expect.get("version"),
-            not_before=(stop.facts.get("stopped_at") if stop else None),
-            old_pid=(stop.intent.get("main_pid") if stop else None))
-        out = {"health": answer}
-        before = preflight_facts(ctx).get("counts")
-        if expect.get("counts", True) and before:
+            host, timeout=self.options.timeout, expect_db=expect_db, expect_version=expect.version,
+            not_before=stop_facts.stopped_at if stop_facts else None,
+            old_pid=stop_intent.main_pid if stop_intent else None)
+        before = preflight_facts(ctx)
+        after = None
+        if expect.counts and before is not None and before.counts:
             after = rest_counts(host)
-            out["counts"] = after
-            if after != before:
-                raise StepError(f"counts differ: before {counts_text(before)}; now {counts_text(after)}",
+            if after != before.counts:
+                raise StepError(f"counts differ: before {counts_text(before.counts)}; now "
+                                f"{counts_text(after)}",
                                 hint="the upgraded index does not hold the same data: rolled back")
-        out["summary"] = (f"PID {answer['pid']} answers: Orthanc {answer['version']}, "
-                          f"DatabaseVersion {answer['database_version']}"
-                          + (f", {counts_text(out['counts'])}" if "counts" in out else ""))
-        return out
+        return replace(facts, health=answer, counts=after,
+                       summary=f"PID {answer.pid} answers: Orthanc {answer.version}, "
+                               f"DatabaseVersion {answer.database_version}"
+                               + (f", {counts_text(after)}" if after is not None else ""))

@@ -1,104 +1,168 @@
-"""preflight: read every fact the upgrade depends on, and refuse on a blocking hazard.
+"""preflight: read every fact the upgrade depends on, then judge them; refuse on a hazard.
 
-Reads only (it runs in a dry run too, which makes `plan` a true preflight):
-the binary's version, the configuration, the index the upgrade will open
-(the relocation's source when there is one), the service's state, the REST
-counts when it runs (the live service holds its index, so its schema comes
-from /system then), free space, and the hazard table. Its facts (counts,
-schema, version) are what health-check compares against later.
+`read_facts` only reads (it runs in a dry run too, which makes `plan` a true
+preflight): the binary's version, the configuration, the index the upgrade
+will open (the relocation's source when there is one), the service's state,
+the REST counts when it runs (the live service holds its index, so its schema
+comes from /system then), free space where the other steps copy, and the
+hazard table. `judge` is pure: those facts and the plan's allowances in, a
+verdict out. The facts (counts, schema, version) are what health-check and
+upgrade compare against later.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from orchestrator.errors import OrthancHttpError, RefusedError
-from orchestrator.steps.base import RunContext, StepBase, counts_text, service_config
-from orchestrator.steps.health import REST_COUNT_KEYS
+from orchestrator.host.host import Host
+from orchestrator.orthanc.config import OrthancConfig
+from orchestrator.orthanc.binary import binary_version, expected_schema
+from orchestrator.orthanc.hazards import Severity, assess
+from orchestrator.orthanc.index import IndexFacts, read_index
+from orchestrator.steps.base import (Needs, RunContext, StepBase, StepFacts, StepIntent,
+                                     StepOptions, counts_text, latest)
+from orchestrator.steps.healthy import counts_of
+from orchestrator.steps.kind import StepKind
+from orchestrator.steps.record import Json, Record
 
 MB = 1024 * 1024
 
 
-class Preflight(StepBase):
-    kind = "preflight"
+@dataclass(frozen=True, kw_only=True)
+class PreflightOptions(StepOptions):
+    allow_hazards: tuple[str, ...] = ()
+    min_free_mb: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HazardFact(Record):
+    code: str
+    severity: Severity
+    message: str
+    hint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreeSpace(Record):
+    free: int
+    need: int
+    purpose: str = field(metadata={"key": "for"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreflightFacts(StepFacts):
+    binary: Path
+    binary_version: str
+    expected_schema: int
+    config_files: tuple[Path, ...] = ()
+    backend: str
+    storage_dir: Path
+    index_dir: Path
+    upgrade_source: Path
+    schema_version: int | None = None
+    index: dict[str, Json] | None = None
+    counts: dict[str, int] | None = None
+    counts_from: str | None = None
+    service: dict[str, Json] = field(default_factory=dict)
+    running_version: str | None = None
+    running_database_version: int | None = None
+    hazards: tuple[HazardFact, ...] = ()
+    free: dict[str, FreeSpace] = field(default_factory=dict)
+    expects_version: str | None = None  # what a later step insists the binary is
+    binary_may_change: bool = False  # a step before that one may replace the binary
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What preflight concludes: a refusal (or None) and the warnings to show."""
+
+    refusal: RefusedError | None
+    warnings: tuple[str, ...]
+
+
+class Preflight(StepBase[PreflightOptions, StepIntent, PreflightFacts]):
+    kind = StepKind.PREFLIGHT
+    Options = PreflightOptions
+    Facts = PreflightFacts
 
     def describe(self) -> str:
-        allowed = self.options.get("allow_hazards") or []
+        allowed = self.options.allow_hazards
         extra = f" (accepting {', '.join(allowed)})" if allowed else ""
         return f"check binary, config, index, service, free space and hazards{extra}"
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        from orchestrator.orthanc.binary import binary_version, expected_schema
-        from orchestrator.orthanc.hazards import Severity, assess
-        from orchestrator.orthanc.index import read_index
-
-        svc = ctx.plan.service
-        version = binary_version(svc.binary, host.runner)
-        config = service_config(ctx)
-        sqlite = config.index_backend == "sqlite"
-        source = _relocation_source(ctx)
-        index_dir = source or Path(config.index_dir)
-        index = read_index(index_dir) if sqlite else None
-        status = host.service.status()
-        warnings = list(config.warnings) + host.service.warnings()
-
-        counts, counts_from, system = None, None, None
-        if status.running:
-            system, rest_counts = _rest_facts(host)
-            if source is None:
-                counts, counts_from = rest_counts, "rest"
-            if index is not None and index.locked and source is None and system:
-                # The live service holds its index: its schema is the one /system reports.
-                index = dataclasses.replace(index, locked=False, error=None,
-                                            schema_version=system.get("DatabaseVersion"))
-        if counts is None and index is not None and index.readable:
-            counts, counts_from = dict(index.counts), "index"
-
-        hazards = assess(config, index, version)
-        allowed = set(self.options.get("allow_hazards") or [])
-        blockers = [h for h in hazards if h.severity == Severity.BLOCKER and h.code not in allowed]
-        accepted = [h for h in hazards if h.severity == Severity.BLOCKER and h.code in allowed]
-        warnings += [f"{h.code}: {h.message}" for h in hazards if h.severity == Severity.WARNING]
-        warnings += [f"{h.code}: accepted by allow_hazards: {h.message}" for h in accepted]
-        if blockers:
-            first = blockers[0]
-            more = "; ".join(f"{h.code}: {h.message}" for h in blockers[1:])
-            raise RefusedError(
-                f"preflight refuses: {first.code}: {first.message}" + (f"; also {more}" if more else ""),
-                hint=f"{first.hint} (to go on anyway, knowingly: preflight: "
-                     f"{{allow_hazards: [{first.code}]}})")
-        free = _free_space(host, ctx, config, index, self.options.get("min_free_mb"))
-        schema = index.schema_version if index is not None else (system or {}).get("DatabaseVersion")
-        facts = {
-            "binary": str(svc.binary), "binary_version": str(version),
-            "expected_schema": expected_schema(version),
-            "config_files": [str(f) for f in config.files], "backend": config.index_backend,
-            "storage_dir": str(config.storage_dir), "index_dir": str(config.index_dir),
-            "upgrade_source": str(index_dir), "schema_version": schema,
-            "index": index.to_dict() if index is not None else None,
-            "counts": counts, "counts_from": counts_from,
-            "service": {"manager": host.service.kind, **status.to_dict()},
-            "running_version": (system or {}).get("Version"),
-            "running_database_version": (system or {}).get("DatabaseVersion"),
-            "hazards": [h.to_dict() for h in hazards], "warnings": warnings,
-            "free": free,
-            "summary": f"Orthanc {version}, schema {schema if schema is not None else '?'} -> "
-                       f"{expected_schema(version)}, {counts_text(counts)}; service "
-                       f"{status.state.value}",
-        }
-        return facts
+    def apply(self, host: Host, ctx: RunContext, intent: StepIntent) -> PreflightFacts:
+        facts = read_facts(host, ctx, self.options)
+        verdict = judge(facts, self.options)
+        if verdict.refusal is not None:
+            raise verdict.refusal
+        return dataclasses.replace(facts, warnings=facts.warnings + verdict.warnings)
 
 
-def _relocation_source(ctx: RunContext) -> Path | None:
-    for spec in ctx.plan.steps:
-        if spec.kind == "relocate" and spec.options.get("from"):
-            return Path(spec.options["from"])
-    return None
+def preflight_facts(ctx: RunContext) -> PreflightFacts | None:
+    """The facts the run's preflight recorded, or None (no preflight, or not done)."""
+    rec = latest(ctx, StepKind.PREFLIGHT)
+    if rec is None or not rec.facts:
+        return None
+    return PreflightFacts.from_json(rec.facts, where=f"journal: step {rec.id}: facts")
 
 
-def _rest_facts(host: Any) -> tuple[dict | None, dict | None]:
+# -- reading -----------------------------------------------------------------------------
+
+def read_facts(host: Host, ctx: RunContext, options: PreflightOptions) -> PreflightFacts:
+    """Read what the upgrade depends on (reads only)."""
+    svc = ctx.plan.service
+    needs = [s.needs(ctx) for s in ctx.steps]
+    version = binary_version(svc.binary, host.runner)
+    config = ctx.config()
+    source = next((n.index_source for n in needs if n.index_source is not None), None)
+    index_dir = source or Path(config.index_dir)
+    index = read_index(index_dir) if config.index_backend == "sqlite" else None
+    status = host.service.status()
+
+    counts, counts_from, system = None, None, None
+    if status.running:
+        system, live_counts = _rest_facts(host)
+        if source is None:
+            counts, counts_from = live_counts, "rest"
+        if index is not None and index.locked and source is None and system:
+            # The live service holds its index: its schema is the one /system reports.
+            index = dataclasses.replace(index, locked=False, error=None,
+                                        schema_version=system.get("DatabaseVersion"))
+    if counts is None and index is not None and index.readable:
+        counts, counts_from = dict(index.counts), "index"
+    schema = index.schema_version if index is not None else (system or {}).get("DatabaseVersion")
+    hazards = tuple(HazardFact(code=h.code, severity=h.severity, message=h.message, hint=h.hint)
+                    for h in assess(config, index, version))
+    expects = next((n.expects_version for n in needs if n.expects_version), None)
+    return PreflightFacts(
+        binary=Path(svc.binary), binary_version=str(version),
+        expected_schema=expected_schema(version),
+        config_files=tuple(Path(f) for f in config.files), backend=config.index_backend,
+        storage_dir=Path(config.storage_dir), index_dir=Path(config.index_dir),
+        upgrade_source=index_dir, schema_version=schema,
+        index=index.to_dict() if index is not None else None,
+        counts=counts, counts_from=counts_from,
+        service={"manager": host.service.kind, **status.to_dict()},
+        running_version=(system or {}).get("Version"),
+        running_database_version=(system or {}).get("DatabaseVersion"),
+        hazards=hazards, free=_free_space(host, config, index, needs, options.min_free_mb),
+        expects_version=expects,
+        binary_may_change=any(s.kind == StepKind.COMMAND for s in ctx.steps[:_first_expecting(ctx)]),
+        warnings=tuple(config.warnings) + tuple(host.service.warnings()),
+        summary=f"Orthanc {version}, schema {schema if schema is not None else '?'} -> "
+                f"{expected_schema(version)}, {counts_text(counts)}; service "
+                f"{status.state.value}")
+
+
+def _first_expecting(ctx: RunContext) -> int:
+    """Position of the first step insisting on a version (steps before it may change it)."""
+    return next((i for i, s in enumerate(ctx.steps) if s.needs(ctx).expects_version), len(ctx.steps))
+
+
+def _rest_facts(host: Host) -> tuple[dict, dict[str, int]]:
     """/system and the /statistics counts of the running service; refuse on 401."""
     client = host.orthanc()
     try:
@@ -113,31 +177,55 @@ def _rest_facts(host: Any) -> tuple[dict | None, dict | None]:
                            hint=exc.hint or "check service.url") from exc
     finally:
         client.close()
-    counts = {k: int(stats[v]) for k, v in REST_COUNT_KEYS.items()}
-    return system, counts
+    return system, counts_of(stats)
 
 
-def _free_space(host: Any, ctx: RunContext, config: Any, index: Any, min_free_mb: int | None) -> dict:
-    """Check room for each index copy the plan makes; refuse when there is not enough."""
-    from orchestrator.steps.snapshot import snapshot_dir
-
+def _free_space(host: Host, config: OrthancConfig, index: IndexFacts | None, needs: list[Needs],
+                min_free_mb: int | None) -> dict[str, FreeSpace]:
+    """The room for each copy the plan makes, as needed and as free."""
     index_bytes = 0
     if index is not None and index.exists:
         index_bytes = sum(Path(f).stat().st_size for f in index.files if Path(f).exists())
-    needs: list[tuple[Path, int, str]] = []
-    for spec in ctx.plan.steps:
-        if spec.kind == "snapshot" and config.index_backend == "sqlite":
-            needs.append((snapshot_dir(ctx, spec.options), index_bytes, "the snapshot"))
-        elif spec.kind == "relocate":
-            needs.append((Path(spec.options["to"]), index_bytes, "the relocated index"))
+    sqlite = config.index_backend == "sqlite"
+    wanted = [(c.where, index_bytes, c.what) for n in needs for c in n.copies
+              if sqlite or not c.sqlite_only]
     if min_free_mb:
-        needs.append((Path(config.index_dir), int(min_free_mb) * MB, "min_free_mb"))
-    out = {}
-    for where, need, what in needs:
-        free = host.files.free_bytes(where)
-        out[str(where)] = {"free": free, "need": need, "for": what}
-        if free < need:
-            raise RefusedError(f"not enough free space for {what} at {where}: "
-                               f"{free // MB} MB free, {need // MB + 1} MB needed",
-                               hint="free some space, or point the step at another folder")
-    return out
+        wanted.append((Path(config.index_dir), int(min_free_mb) * MB, "min_free_mb"))
+    return {str(where): FreeSpace(free=host.files.free_bytes(where), need=need, purpose=what)
+            for where, need, what in wanted}
+
+
+# -- judging -----------------------------------------------------------------------------
+
+def judge(facts: PreflightFacts, options: PreflightOptions) -> Verdict:
+    """Refuse on an unaccepted blocking hazard, too little room, or a binary the plan does not
+    expect; otherwise the warnings to show. Pure."""
+    allowed = set(options.allow_hazards)
+    blockers = [h for h in facts.hazards if h.severity == Severity.BLOCKER and h.code not in allowed]
+    accepted = [h for h in facts.hazards if h.severity == Severity.BLOCKER and h.code in allowed]
+    warnings = [f"{h.code}: {h.message}" for h in facts.hazards if h.severity == Severity.WARNING]
+    warnings += [f"{h.code}: accepted by allow_hazards: {h.message}" for h in accepted]
+    if blockers:
+        first = blockers[0]
+        more = "; ".join(f"{h.code}: {h.message}" for h in blockers[1:])
+        return Verdict(RefusedError(
+            f"preflight refuses: {first.code}: {first.message}" + (f"; also {more}" if more else ""),
+            hint=f"{first.hint} (to go on anyway, knowingly: preflight: "
+                 f"{{allow_hazards: [{first.code}]}})"), tuple(warnings))
+    for where, room in facts.free.items():
+        if room.free < room.need:
+            return Verdict(RefusedError(
+                f"not enough free space for {room.purpose} at {where}: "
+                f"{room.free // MB} MB free, {room.need // MB + 1} MB needed",
+                hint="free some space, or point the step at another folder"), tuple(warnings))
+    if facts.expects_version and facts.expects_version != facts.binary_version:
+        if facts.binary_may_change:
+            warnings.append(f"the plan expects Orthanc {facts.expects_version}; {facts.binary} is "
+                            f"{facts.binary_version} now (a command step before may replace it)")
+        else:
+            return Verdict(RefusedError(
+                f"preflight refuses: the plan expects Orthanc {facts.expects_version} "
+                f"(health-check.expect.version), but {facts.binary} is {facts.binary_version}",
+                hint="fix expect.version, or service.binary: the health check would fail "
+                     "after the service was stopped"), tuple(warnings))
+    return Verdict(None, tuple(warnings))

@@ -19,14 +19,20 @@ to the run's folder first.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from orchestrator.errors import InputError, StepError
+from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
-from orchestrator.steps.base import RunContext, StepBase, service_config
+from orchestrator.orthanc.config import set_string_value
+from orchestrator.steps.base import (Copy, Needs, RunContext, StepBase, StepFacts, StepIntent,
+                                     StepOptions)
+from orchestrator.steps.kind import StepKind, stage_id
+from orchestrator.steps.record import Record
 
 INDEX_NAMES = ("index", "index-wal", "index-shm")
 KEYS = ("StorageDirectory", "IndexDirectory")
@@ -34,17 +40,73 @@ LAYOUT_DEPTH = 2  # Orthanc stores attachments as root/xx/yy/uuid
 RECENT_NS = 2_000_000_000  # folders changed this close to staging are looked into anyway
 
 
-def sources(ctx: RunContext, options: dict) -> tuple[Path, Path]:
+@dataclass(frozen=True, kw_only=True)
+class RelocateOptions(StepOptions):
+    to: Path
+    source: Path | None = field(default=None, metadata={"key": "from"})
+    config_file: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageIntent(StepIntent):
+    to: Path
+    storage: Path
+    index_dir: Path
+    created: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageFacts(StepFacts):
+    linked: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edit(Record):
+    """One config file to rewrite, and where its byte-exact backup goes."""
+
+    file: Path
+    keys: tuple[str, ...]
+    backup: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelocateIntent(StepIntent):
+    to: Path
+    storage: Path
+    index_dir: Path
+    index_files: tuple[str, ...] = ()
+    created: bool
+    edits: tuple[Edit, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rewritten(Record):
+    """One config file as rewritten: its SHA-256 before and after."""
+
+    file: Path
+    before: str
+    after: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelocateFacts(StepFacts):
+    index_sha256: dict[str, str] = field(default_factory=dict)
+    linked: int = 0
+    unlinked: int = 0
+    configs: tuple[Rewritten, ...] = ()
+
+
+def sources(ctx: RunContext, options: RelocateOptions) -> tuple[Path, Path]:
     """(storage folder, index folder) to relocate from: `from`, else the config's."""
-    if options.get("from"):
-        src = Path(options["from"])
-        return src, src
-    config = service_config(ctx)
+    if options.source is not None:
+        return options.source, options.source
+    config = ctx.config()
     return Path(config.storage_dir), Path(config.index_dir)
 
 
-def _check_target(host: Any, ctx: RunContext, options: dict, *, staged_by: str | None) -> Path:
-    to = Path(options["to"])
+def _check_target(host: Host, ctx: RunContext, options: RelocateOptions, *,
+                  staged_by: str | None) -> Path:
+    to = options.to
     storage, index_dir = sources(ctx, options)
     if to in (storage, index_dir) or storage in to.parents or to in storage.parents:
         raise InputError(f"{to} overlaps the current folder {storage}",
@@ -63,26 +125,28 @@ def _check_target(host: Any, ctx: RunContext, options: dict, *, staged_by: str |
     return to
 
 
-class StageLinks(StepBase):
+class StageLinks(StepBase[RelocateOptions, StageIntent, StageFacts]):
     """Hard-link the attachments into the new folder while the service still runs."""
 
-    kind = "stage-links"
+    kind = StepKind.STAGE_LINKS
+    Options = RelocateOptions
+    Intent = StageIntent
+    Facts = StageFacts
 
     def describe(self) -> str:
-        return f"pre-stage hard links of the attachments in {self.options['to']} (before the stop)"
+        return f"pre-stage hard links of the attachments in {self.options.to} (before the stop)"
 
-    def check(self, host: Any, ctx: RunContext) -> list[str]:
+    def check(self, host: Host, ctx: RunContext) -> list[str]:
         _check_target(host, ctx, self.options, staged_by=None)
         return []
 
-    def intend(self, host: Any, ctx: RunContext) -> dict:
+    def intend(self, host: Host, ctx: RunContext) -> StageIntent:
         storage, index_dir = sources(ctx, self.options)
-        to = Path(self.options["to"])
-        return {"to": str(to), "storage": str(storage), "index_dir": str(index_dir),
-                "created": not host.files.exists(to)}
+        return StageIntent(to=self.options.to, storage=storage, index_dir=index_dir,
+                           created=not host.files.exists(self.options.to))
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        to, storage, index_dir = Path(intent["to"]), Path(intent["storage"]), Path(intent["index_dir"])
+    def apply(self, host: Host, ctx: RunContext, intent: StageIntent) -> StageFacts:
+        to, storage, index_dir = intent.to, intent.storage, intent.index_dir
         # Folder times first: whatever changes from now on shows in them (see `delta`).
         mtimes, taken = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
         if not host.files.exists(to):
@@ -98,30 +162,38 @@ class StageLinks(StepBase):
             host.files.precopy([(index_dir / "index", to / "index")],
                                f"pre-copy the SQLite index of {index_dir} into {to} "
                                "(brought up to date after the stop)")
-        return {"linked": len(rels), "summary": f"{len(rels)} attachments linked into {to}, "
-                                                "index pre-copied"}
+        return StageFacts(linked=len(rels),
+                          summary=f"{len(rels)} attachments linked into {to}, index pre-copied")
 
-    def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
-        return clear_target(host, ctx, record.intent)
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
+        return clear_target(host, ctx, self.intent_of(record))
 
-    def holds(self, host: Any, ctx: RunContext, record: StepRecord) -> str | None:
-        return None if host.files.is_dir(Path(record.intent["to"])) else "the new folder is gone"
+    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
+        intent = self.intent_of(record)
+        return None if intent is not None and host.files.is_dir(intent.to) else "the new folder is gone"
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
-        return f"remove {record.intent.get('to')} (it holds only hard links; the originals stay)"
+        intent = self.intent_of(record)
+        return f"remove {intent.to if intent else None} (it holds only hard links; the originals stay)"
 
 
-class Relocate(StepBase):
-    kind = "relocate"
+class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
+    kind = StepKind.RELOCATE
+    Options = RelocateOptions
+    Intent = RelocateIntent
+    Facts = RelocateFacts
+    staged_by = StepKind.STAGE_LINKS
 
     def describe(self) -> str:
-        src = f" from {self.options['from']}" if self.options.get("from") else ""
-        return f"copy the index{src} into {self.options['to']}, link the attachments, point the config there"
+        src = f" from {self.options.source}" if self.options.source else ""
+        return f"copy the index{src} into {self.options.to}, link the attachments, point the config there"
 
-    def check(self, host: Any, ctx: RunContext) -> list[str]:
-        from orchestrator.orthanc.config import set_string_value
+    def needs(self, ctx: RunContext) -> Needs:
+        return Needs(copies=(Copy(self.options.to, "the relocated index"),),
+                     index_source=self.options.source)
 
-        to = _check_target(host, ctx, self.options, staged_by=f"{self.id}-stage")
+    def check(self, host: Host, ctx: RunContext) -> list[str]:
+        to = _check_target(host, ctx, self.options, staged_by=stage_id(self.id))
         for path, keys in self._edits(ctx).items():
             text = host.files.read_bytes(path).decode("utf-8", errors="surrogateescape")
             for key in keys:  # the rewrite must work before anything stops
@@ -133,8 +205,8 @@ class Relocate(StepBase):
 
     def _edits(self, ctx: RunContext) -> dict[Path, list[str]]:
         """Config file -> the keys to rewrite in it (IndexDirectory only where it is set)."""
-        config = service_config(ctx)
-        forced = Path(self.options["config_file"]) if self.options.get("config_file") else None
+        config = ctx.config()
+        forced = self.options.config_file
         edits: dict[Path, list[str]] = {}
         for key in KEYS:
             defined = config.file_defining(key)
@@ -148,29 +220,28 @@ class Relocate(StepBase):
             if defined is not None and Path(defined) != where:
                 raise InputError(f"{key} is set in {defined}, not in {where}",
                                  hint="drop relocate.config_file, or move the key into that file")
-            edits.setdefault(where, []).append(key)
+            edits.setdefault(Path(where), []).append(key)
         return edits
 
-    def intend(self, host: Any, ctx: RunContext) -> dict:
+    def intend(self, host: Host, ctx: RunContext) -> RelocateIntent:
         storage, index_dir = sources(ctx, self.options)
-        to = Path(self.options["to"])
+        to = self.options.to
         if not host.files.exists(index_dir / "index"):
             raise StepError(f"no index at {index_dir / 'index'}",
                             hint="check relocate.from or IndexDirectory")
         backups = Path(ctx.run_dir) / "config-backup"
-        edits = [{"file": str(f), "keys": keys, "backup": str(backups / f"{n}-{f.name}")}
-                 for n, (f, keys) in enumerate(sorted(self._edits(ctx).items()))]
-        return {"to": str(to), "storage": str(storage), "index_dir": str(index_dir),
-                "index_files": [n for n in INDEX_NAMES if host.files.exists(index_dir / n)],
-                "created": not host.files.exists(to), "edits": edits}
+        edits = tuple(Edit(file=f, keys=tuple(keys), backup=backups / f"{n}-{f.name}")
+                      for n, (f, keys) in enumerate(sorted(self._edits(ctx).items())))
+        return RelocateIntent(
+            to=to, storage=storage, index_dir=index_dir,
+            index_files=tuple(n for n in INDEX_NAMES if host.files.exists(index_dir / n)),
+            created=not host.files.exists(to), edits=edits)
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        from orchestrator.orthanc.config import set_string_value
-
-        to, storage, index_dir = Path(intent["to"]), Path(intent["storage"]), Path(intent["index_dir"])
+    def apply(self, host: Host, ctx: RunContext, intent: RelocateIntent) -> RelocateFacts:
+        to, storage, index_dir = intent.to, intent.storage, intent.index_dir
         if not host.files.exists(to):
             host.files.make_dir(to, like=storage)
-        copied = host.files.copy([(index_dir / n, to / n) for n in intent["index_files"]],
+        copied = host.files.copy([(index_dir / n, to / n) for n in intent.index_files],
                                  f"copy the SQLite index of {index_dir} into {to}")
         added, gone = delta(host, ctx, storage, to)
         if added:
@@ -180,69 +251,73 @@ class Relocate(StepBase):
             host.files.remove([to / r for r in gone],
                               f"unlink {len(gone)} attachments deleted from {storage} since staging")
         configs = []
-        for edit in intent["edits"]:
-            path, backup = Path(edit["file"]), Path(edit["backup"])
-            original = host.files.read_bytes(path)
+        for edit in intent.edits:
+            original = host.files.read_bytes(edit.file)
             text = original.decode("utf-8", errors="surrogateescape")
-            for key in edit["keys"]:
+            for key in edit.keys:
                 text = set_string_value(text, key, str(to))
             new = text.encode("utf-8", errors="surrogateescape")
-            if not host.files.exists(backup.parent):
-                host.files.make_dir(backup.parent)
-            host.files.copy([(path, backup)], f"back up {path} to {backup}")
-            host.files.write(path, new, f"set {', '.join(edit['keys'])} to {to} in {path}")
-            configs.append({"file": str(path), "before": _sha(original), "after": _sha(new)})
-        return {"index_sha256": {Path(k).name: v for k, v in copied.items()},
-                "linked": len(added), "unlinked": len(gone), "configs": configs,
-                "summary": f"index copied to {to}, {len(added)} more attachments linked, "
-                           f"config points at {to}"}
+            if not host.files.exists(edit.backup.parent):
+                host.files.make_dir(edit.backup.parent)
+            host.files.copy([(edit.file, edit.backup)], f"back up {edit.file} to {edit.backup}")
+            host.files.write(edit.file, new, f"set {', '.join(edit.keys)} to {to} in {edit.file}")
+            ctx.forget_config()
+            configs.append(Rewritten(file=edit.file, before=_sha(original), after=_sha(new)))
+        return RelocateFacts(index_sha256={Path(k).name: v for k, v in copied.items()},
+                             linked=len(added), unlinked=len(gone), configs=tuple(configs),
+                             summary=f"index copied to {to}, {len(added)} more attachments "
+                                     f"linked, config points at {to}")
 
-    def verify(self, host: Any, ctx: RunContext, intent: dict, facts: dict) -> dict:
-        to = Path(intent["to"])
-        for name, digest in facts["index_sha256"].items():
+    def verify(self, host: Host, ctx: RunContext, intent: RelocateIntent,
+               facts: RelocateFacts) -> RelocateFacts:
+        to = intent.to
+        for name, digest in facts.index_sha256.items():
             if host.files.sha256(to / name) != digest:
                 raise StepError(f"the copy {to / name} does not match what was read",
                                 hint="check the disk; the old folder was not changed")
-        config = service_config(ctx)
+        ctx.forget_config()  # read what the rewrite left on disk
+        config = ctx.config()
         for key, got in (("StorageDirectory", config.storage_dir), ("IndexDirectory", config.index_dir)):
             if Path(got) != to:
                 raise StepError(f"after the rewrite the config's {key} is {got}, not {to}",
                                 hint=f"is {key} also set in another file of the config folder?")
-        return {}
+        return facts
 
-    def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
-        intent = record.intent
-        if not intent:
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
+        intent = self.intent_of(record)
+        if intent is None:
             return "nothing to undo"
         restored = []
-        for edit in intent.get("edits", []):
-            path, backup = Path(edit["file"]), Path(edit["backup"])
-            if not host.files.exists(backup):
+        for edit in intent.edits:
+            if not host.files.exists(edit.backup):
                 continue  # the rewrite never began: the backup comes first
-            saved = host.files.read_bytes(backup)
-            if host.files.read_bytes(path) != saved:
-                host.files.write(path, saved, f"restore {path} from {backup}")
-                restored.append(str(path))
+            saved = host.files.read_bytes(edit.backup)
+            if host.files.read_bytes(edit.file) != saved:
+                host.files.write(edit.file, saved, f"restore {edit.file} from {edit.backup}")
+                ctx.forget_config()
+                restored.append(str(edit.file))
         text = clear_target(host, ctx, intent)
         back = f"config restored ({', '.join(restored)})" if restored else "config unchanged"
         return f"{back}; {text}"
 
-    def holds(self, host: Any, ctx: RunContext, record: StepRecord) -> str | None:
-        for cfg in record.facts.get("configs", []):
-            if _sha(host.files.read_bytes(Path(cfg["file"]))) != cfg["after"]:
-                return f"{cfg['file']} changed since the relocation"
-        if not host.files.exists(Path(record.intent["to"]) / "index"):
+    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
+        intent, facts = self.intent_of(record), self.facts_of(record)
+        for cfg in facts.configs if facts else ():
+            if _sha(host.files.read_bytes(cfg.file)) != cfg.after:
+                return f"{cfg.file} changed since the relocation"
+        if intent is None or not host.files.exists(intent.to / "index"):
             return "the relocated index is gone"
         return None
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
-        steps = [shlex.join(["cp", "-p", "--", e["backup"], e["file"]])
-                 for e in record.intent.get("edits", [])]
+        intent = self.intent_of(record)
+        steps = [shlex.join(["cp", "-p", "--", str(e.backup), str(e.file)])
+                 for e in (intent.edits if intent else ())]
         return ("restore the config byte for byte: " + "; ".join(steps) +
-                f" (the old folder {record.intent.get('storage')} was never written)")
+                f" (the old folder {intent.storage if intent else None} was never written)")
 
 
-def delta(host: Any, ctx: RunContext, storage: Path, to: Path) -> tuple[list[str], list[str]]:
+def delta(host: Host, ctx: RunContext, storage: Path, to: Path) -> tuple[list[str], list[str]]:
     """(files to link, links to drop) so that `to` mirrors `storage`'s attachments.
 
     After staging in this process, only the folders whose mtime changed since (or changed
@@ -269,12 +344,11 @@ def delta(host: Any, ctx: RunContext, storage: Path, to: Path) -> tuple[list[str
     return sorted(added), sorted(gone)
 
 
-def clear_target(host: Any, ctx: RunContext, intent: dict) -> str:
+def clear_target(host: Host, ctx: RunContext, intent: StageIntent | RelocateIntent | None) -> str:
     """Remove our links from the new folder; if it holds anything else, move it aside instead."""
-    to = Path(intent.get("to", ""))
-    if not intent or not host.files.exists(to):
+    if intent is None or not host.files.exists(intent.to):
         return "no new folder"
-    storage = Path(intent["storage"])
+    to, storage = intent.to, intent.storage
     ours, other = [], 0
     for rel in host.files.walk(to):
         if host.files.same_file(to / rel, storage / rel):
@@ -288,13 +362,13 @@ def clear_target(host: Any, ctx: RunContext, intent: dict) -> str:
         return f"{to} moved aside to {aside} (the upgraded index is kept for inspection)"
     if ours:
         host.files.remove(ours, f"remove {len(ours)} hard links from {to} (the originals stay)")
-    if intent.get("created"):
+    if intent.created:
         host.files.remove_empty_tree(to, f"remove the emptied folder {to}")
         return f"{to} removed (it held only links)"
     return "links removed" if ours else "nothing to remove"
 
 
-def _aside(host: Any, to: Path, run_id: str) -> Path:
+def _aside(host: Host, to: Path, run_id: str) -> Path:
     aside = to.with_name(f"{to.name}.rolled-back-{run_id}")
     n = 1
     while host.files.exists(aside):
@@ -304,6 +378,4 @@ def _aside(host: Any, to: Path, run_id: str) -> Path:
 
 
 def _sha(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()

@@ -4,69 +4,111 @@ A stop returns once the manager proves the service stopped; verify checks
 again (no live main PID, the SQLite index not locked) before anything touches
 the index. Undoing a stop starts the service and waits until it answers
 /system with its old DatabaseVersion, so "rolled back" means "healthy".
+What the manager had to do on the way (a SIGKILL after TimeoutStopSec, a
+reset failed state) goes into the facts as `notes`, and so into the report.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from orchestrator.errors import StepError
+from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
-from orchestrator.steps.base import RunContext, StepBase, done_after, preflight_facts, service_config
-from orchestrator.steps.health import wait_healthy
+from orchestrator.orthanc.index import index_is_locked
+from orchestrator.run_report import Downtime
+from orchestrator.services.base import State
+from orchestrator.steps.base import (RunContext, StepBase, StepFacts, StepIntent, StepOptions,
+                                     done_after)
+from orchestrator.steps.healthy import wait_healthy
+from orchestrator.steps.kind import StepKind
+from orchestrator.steps.preflight import preflight_facts
 
 UNDO_HEALTH_TIMEOUT = 120.0
 
 
-class StopService(StepBase):
-    kind = "stop-service"
+@dataclass(frozen=True, kw_only=True)
+class ServiceOptions(StepOptions):
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopIntent(StepIntent):
+    was_running: bool
+    main_pid: int | None = None
+    pid_started: float | None = None
+    manager: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopFacts(StepFacts):
+    stopped_at: float | None = None  # epoch seconds, once the stop is proven
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartFacts(StepFacts):
+    main_pid: int | None = None
+
+
+def _new_notes(host: Host, mark: int) -> tuple[str, ...]:
+    return tuple(host.service.notes()[mark:])
+
+
+class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
+    kind = StepKind.STOP_SERVICE
+    Options = ServiceOptions
+    Intent = StopIntent
+    Facts = StopFacts
+    downtime = Downtime.BEGINS
 
     def describe(self) -> str:
-        return f"stop the service and prove it stopped (timeout {self.options.get('timeout', 120):g}s)"
+        return f"stop the service and prove it stopped (timeout {self.options.timeout:g}s)"
 
-    def intend(self, host: Any, ctx: RunContext) -> dict:
+    def intend(self, host: Host, ctx: RunContext) -> StopIntent:
         status = host.service.status()
-        return {"was_running": status.running, "main_pid": status.main_pid,
-                "pid_started": host.processes.started_at(status.main_pid),
-                "manager": host.service.kind}
+        return StopIntent(was_running=status.running, main_pid=status.main_pid,
+                          pid_started=host.processes.started_at(status.main_pid),
+                          manager=host.service.kind)
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        if not intent["was_running"]:
-            return {"summary": "already stopped"}
-        host.service.stop(timeout=float(self.options.get("timeout", 120)))
-        return {"summary": f"stopped (PID {intent['main_pid']})" if intent["main_pid"] else "stopped"}
+    def apply(self, host: Host, ctx: RunContext, intent: StopIntent) -> StopFacts:
+        if not intent.was_running:
+            return StopFacts(summary="already stopped")
+        mark = len(host.service.notes())
+        host.service.stop(timeout=self.options.timeout)
+        return StopFacts(summary=f"stopped (PID {intent.main_pid})" if intent.main_pid else "stopped",
+                         notes=_new_notes(host, mark))
 
-    def verify(self, host: Any, ctx: RunContext, intent: dict, facts: dict) -> dict:
-        from orchestrator.orthanc.index import index_is_locked
-
+    def verify(self, host: Host, ctx: RunContext, intent: StopIntent, facts: StopFacts) -> StopFacts:
         status = host.service.status()
         if status.running:
             raise StepError(f"the service still runs after the stop: {status.detail}",
                             hint="stop it by hand and retry")
-        if host.processes.alive(intent.get("main_pid"), intent.get("pid_started")):
-            raise StepError(f"PID {intent['main_pid']} is still alive after the stop",
-                            hint=f"kill {intent['main_pid']} by hand and retry")
-        config = service_config(ctx)
+        if host.processes.alive(intent.main_pid, intent.pid_started):
+            raise StepError(f"PID {intent.main_pid} is still alive after the stop",
+                            hint=f"kill {intent.main_pid} by hand and retry")
+        config = ctx.config()
         if config.index_backend == "sqlite" and index_is_locked(Path(config.index_dir)):
             raise StepError(f"the index in {config.index_dir} is still locked after the stop",
                             hint="another process holds it: find it with `fuser`")
-        return {"stopped_at": time.time()}
+        return replace(facts, stopped_at=time.time())
 
-    def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
-        if not record.intent.get("was_running"):
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
+        intent = self.intent_of(record)
+        if intent is None or not intent.was_running:
             return "nothing to undo: it was not running"
         if host.service.status().running:
             return "still running"
-        host.service.start(timeout=float(self.options.get("timeout", 120)))
-        answer = wait_healthy(host, timeout=max(UNDO_HEALTH_TIMEOUT, float(self.options.get("timeout", 120))),
-                              expect_db=preflight_facts(ctx).get("running_database_version"))
-        return (f"started again; PID {answer['pid']} answers with DatabaseVersion "
-                f"{answer['database_version']}")
+        host.service.start(timeout=self.options.timeout)
+        before = preflight_facts(ctx)
+        answer = wait_healthy(host, timeout=max(UNDO_HEALTH_TIMEOUT, self.options.timeout),
+                              expect_db=before.running_database_version if before else None)
+        return (f"started again; PID {answer.pid} answers with DatabaseVersion "
+                f"{answer.database_version}")
 
-    def holds(self, host: Any, ctx: RunContext, record: StepRecord) -> str | None:
-        if done_after(ctx, record, "start-service"):
+    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
+        if done_after(ctx, record, StepKind.START_SERVICE):
             return None
         status = host.service.status()
         return f"the service runs again ({status.detail})" if status.running else None
@@ -76,32 +118,34 @@ class StopService(StepBase):
                 "`sc start NAME`) and check that GET /system answers").replace("NAME", ctx.plan.service.name)
 
 
-class StartService(StepBase):
-    kind = "start-service"
+class StartService(StepBase[ServiceOptions, StepIntent, StartFacts]):
+    kind = StepKind.START_SERVICE
+    Options = ServiceOptions
+    Facts = StartFacts
+    downtime = Downtime.ENDS
 
     def describe(self) -> str:
-        return f"start the service (timeout {self.options.get('timeout', 120):g}s)"
+        return f"start the service (timeout {self.options.timeout:g}s)"
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        host.service.start(timeout=float(self.options.get("timeout", 120)))
-        return {}
+    def apply(self, host: Host, ctx: RunContext, intent: StepIntent) -> StartFacts:
+        mark = len(host.service.notes())
+        host.service.start(timeout=self.options.timeout)
+        return StartFacts(notes=_new_notes(host, mark))
 
-    def verify(self, host: Any, ctx: RunContext, intent: dict, facts: dict) -> dict:
+    def verify(self, host: Host, ctx: RunContext, intent: StepIntent, facts: StartFacts) -> StartFacts:
         status = host.service.status()
         if not status.running:
             raise StepError(f"the service is not running after the start: {status.detail}",
                             hint="see the service's log")
-        return {"main_pid": status.main_pid, "summary": f"running (PID {status.main_pid})"}
+        return replace(facts, main_pid=status.main_pid, summary=f"running (PID {status.main_pid})")
 
-    def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
-        from orchestrator.services.base import State
-
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
         if host.service.status().state == State.STOPPED:
             return "not running"
-        host.service.stop(timeout=float(self.options.get("timeout", 120)))
+        host.service.stop(timeout=self.options.timeout)
         return "stopped"
 
-    def holds(self, host: Any, ctx: RunContext, record: StepRecord) -> str | None:
+    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
         status = host.service.status()
         return None if status.running else f"the service is {status.state.value}"
 

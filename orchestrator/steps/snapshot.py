@@ -12,39 +12,82 @@ successful run: it is the rollback point for a later manual rollback.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.errors import InputError, StepError
+from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
-from orchestrator.steps.base import RunContext, StepBase, service_config
+from orchestrator.orthanc.index import index_is_locked
+from orchestrator.steps.base import (Copy, Needs, RunContext, StepBase, StepFacts, StepIntent,
+                                     StepOptions)
+from orchestrator.steps.kind import StepKind
 
 INDEX_NAMES = ("index", "index-wal", "index-shm")
 
 
-def snapshot_dir(ctx: RunContext, options: dict) -> Path:
+@dataclass(frozen=True, kw_only=True)
+class SnapshotOptions(StepOptions):
+    dir: Path | None = None
+    link_attachments: bool = False
+    allow_non_sqlite: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotIntent(StepIntent):
+    skipped: bool = False  # the index is not SQLite: nothing to copy
+    backend: str = "sqlite"
+    dir: Path | None = None
+    index_dir: Path | None = None
+    files: tuple[str, ...] = ()
+    storage_dir: Path | None = None
+    link_attachments: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotFacts(StepFacts):
+    sha256: dict[str, str] | None = None  # file name -> digest, once the copy is done
+    attachments: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageIntent(StepIntent):
+    skipped: bool = False
+    dir: Path | None = None
+    index_dir: Path | None = None
+    created: bool = False
+
+
+def snapshot_dir(ctx: RunContext, options: SnapshotOptions) -> Path:
     """Where a snapshot goes: the plan's `dir`, else the run's own folder."""
-    given = options.get("dir")
-    return Path(given) / ctx.run_id if given else Path(ctx.run_dir) / "snapshot"
+    return options.dir / ctx.run_id if options.dir else Path(ctx.run_dir) / "snapshot"
 
 
-class Snapshot(StepBase):
-    kind = "snapshot"
+class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
+    kind = StepKind.SNAPSHOT
+    Options = SnapshotOptions
+    Intent = SnapshotIntent
+    Facts = SnapshotFacts
+    staged_by = StepKind.STAGE_SNAPSHOT
 
     def describe(self) -> str:
-        where = self.options.get("dir") or "the run's folder"
-        links = " and hard-link the attachments" if self.options.get("link_attachments") else ""
+        where = self.options.dir or "the run's folder"
+        links = " and hard-link the attachments" if self.options.link_attachments else ""
         return f"copy the SQLite index to {where}{links}"
 
-    def check(self, host: Any, ctx: RunContext) -> list[str]:
-        config = service_config(ctx)
+    def needs(self, ctx: RunContext) -> Needs:
+        return Needs(copies=(Copy(snapshot_dir(ctx, self.options), "the snapshot",
+                                  sqlite_only=True),))
+
+    def check(self, host: Host, ctx: RunContext) -> list[str]:
+        config = ctx.config()
         if config.index_backend != "sqlite":
-            if not self.options.get("allow_non_sqlite"):
+            if not self.options.allow_non_sqlite:
                 raise InputError(f"the index is in {config.index_backend}: there is no "
                                  "file to copy", hint="take a database dump with a `command` step "
                                  "and set snapshot: {allow_non_sqlite: true}")
             return [f"no index copy ({config.index_backend}); rely on your own dump"]
-        if self.options.get("link_attachments"):
+        if self.options.link_attachments:
             where = snapshot_dir(ctx, self.options)
             if not host.files.same_device(config.storage_dir, where):
                 raise InputError(f"{where} is not on the file system of "
@@ -52,119 +95,127 @@ class Snapshot(StepBase):
                                  hint="set snapshot.dir to a folder on the storage's file system")
         return []
 
-    def intend(self, host: Any, ctx: RunContext) -> dict:
-        config = service_config(ctx)
+    def intend(self, host: Host, ctx: RunContext) -> SnapshotIntent:
+        config = ctx.config()
         if config.index_backend != "sqlite":
-            return {"skipped": True, "backend": config.index_backend}
+            return SnapshotIntent(skipped=True, backend=config.index_backend)
         index_dir = Path(config.index_dir)
         if not host.files.exists(index_dir / "index"):
             raise StepError(f"no index at {index_dir / 'index'}",
                             hint="check IndexDirectory in the configuration")
-        present = [n for n in INDEX_NAMES if host.files.exists(index_dir / n)]
-        return {"dir": str(snapshot_dir(ctx, self.options)), "index_dir": str(index_dir),
-                "files": present, "storage_dir": str(config.storage_dir),
-                "link_attachments": bool(self.options.get("link_attachments"))}
+        present = tuple(n for n in INDEX_NAMES if host.files.exists(index_dir / n))
+        return SnapshotIntent(dir=snapshot_dir(ctx, self.options), index_dir=index_dir,
+                              files=present, storage_dir=Path(config.storage_dir),
+                              link_attachments=self.options.link_attachments)
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        if intent.get("skipped"):
-            return {"summary": f"no index file ({intent['backend']})"}
-        where, index_dir = Path(intent["dir"]), Path(intent["index_dir"])
+    def apply(self, host: Host, ctx: RunContext, intent: SnapshotIntent) -> SnapshotFacts:
+        if intent.skipped or intent.dir is None or intent.index_dir is None:
+            return SnapshotFacts(summary=f"no index file ({intent.backend})")
+        where, index_dir = intent.dir, intent.index_dir
         if not host.files.exists(where):
             host.files.make_dir(where, like=index_dir)
-        copied = host.files.copy([(index_dir / n, where / n) for n in intent["files"]],
+        copied = host.files.copy([(index_dir / n, where / n) for n in intent.files],
                                  f"copy the SQLite index of {index_dir} to {where}")
-        facts: dict = {"sha256": {Path(k).name: v for k, v in copied.items()}}
-        if intent["link_attachments"]:
-            storage = Path(intent["storage_dir"])
+        digests = {Path(k).name: v for k, v in copied.items()}
+        attachments = None
+        if intent.link_attachments and intent.storage_dir is not None:
+            storage = intent.storage_dir
             rels = host.files.walk(storage, skip=INDEX_NAMES)
             host.files.link([(storage / r, where / "attachments" / r) for r in rels],
                             f"hard-link the {len(rels)} attachments of {storage} into "
                             f"{where / 'attachments'}")
-            facts["attachments"] = len(rels)
-        facts["summary"] = f"index copied to {where}" + (
-            f", {facts['attachments']} attachments linked" if "attachments" in facts else "")
+            attachments = len(rels)
+        return SnapshotFacts(sha256=digests, attachments=attachments,
+                             summary=f"index copied to {where}" + (
+                                 f", {attachments} attachments linked" if attachments is not None else ""))
+
+    def verify(self, host: Host, ctx: RunContext, intent: SnapshotIntent,
+               facts: SnapshotFacts) -> SnapshotFacts:
+        if intent.skipped or intent.dir is None:
+            return facts
+        for name, digest in (facts.sha256 or {}).items():
+            if host.files.sha256(intent.dir / name) != digest:
+                raise StepError(f"the copy {intent.dir / name} does not match what was read",
+                                hint="check the disk; the index was not changed")
         return facts
 
-    def verify(self, host: Any, ctx: RunContext, intent: dict, facts: dict) -> dict:
-        if intent.get("skipped"):
-            return {}
-        where = Path(intent["dir"])
-        for name, digest in facts["sha256"].items():
-            if host.files.sha256(where / name) != digest:
-                raise StepError(f"the copy {where / name} does not match what was read",
-                                hint="check the disk; the index was not changed")
-        return {}
-
-    def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
-        intent, facts = record.intent, record.facts
-        if intent.get("skipped") or not intent:
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
+        intent, facts = self.intent_of(record), self.facts_of(record)
+        if intent is None or intent.skipped or intent.dir is None or intent.index_dir is None:
             return "nothing to undo"
-        if "sha256" not in facts:
+        if facts is None or facts.sha256 is None:
             # The copy never finished, so nothing after it ran: the live index is untouched.
             return "snapshot incomplete; the live index was never touched"
-        return restore(host, Path(intent["dir"]), Path(intent["index_dir"]), facts,
-                       Path(intent["storage_dir"]) if facts.get("attachments") else None)
+        return restore(host, intent.dir, intent.index_dir, facts.sha256,
+                       intent.storage_dir if facts.attachments else None)
 
-    def holds(self, host: Any, ctx: RunContext, record: StepRecord) -> str | None:
-        if record.intent.get("skipped"):
+    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
+        intent, facts = self.intent_of(record), self.facts_of(record)
+        if intent is None or intent.skipped or intent.dir is None:
             return None
-        where = Path(record.intent["dir"])
-        for name, digest in record.facts.get("sha256", {}).items():
-            if not host.files.exists(where / name) or host.files.sha256(where / name) != digest:
-                return f"the snapshot {where / name} is missing or changed"
+        for name, digest in ((facts.sha256 if facts else None) or {}).items():
+            where = intent.dir / name
+            if not host.files.exists(where) or host.files.sha256(where) != digest:
+                return f"the snapshot {where} is missing or changed"
         return None
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
-        where, index_dir = record.intent.get("dir", "?"), record.intent.get("index_dir", "?")
+        intent, facts = self.intent_of(record), self.facts_of(record)
+        where = str(intent.dir) if intent and intent.dir else "?"
+        index_dir = str(intent.index_dir) if intent and intent.index_dir else "?"
+        names = (facts.sha256 if facts else None) or {"index": ""}
         copies = [shlex.join(["cp", "-p", "--", str(Path(where) / n), str(Path(index_dir) / n)])
-                  for n in record.facts.get("sha256", {"index": ""})]
+                  for n in names]
         return (f"with the service stopped: {'; '.join(copies)}; delete any index-wal/index-shm "
                 f"in {index_dir} that {where} lacks; then start the service")
 
 
-class StageSnapshot(StepBase):
+class StageSnapshot(StepBase[SnapshotOptions, StageIntent, StepFacts]):
     """Pre-copy the index into the snapshot folder while the service still runs, so that the
     snapshot after the stop only writes the blocks that changed."""
 
-    kind = "stage-snapshot"
+    kind = StepKind.STAGE_SNAPSHOT
+    Options = SnapshotOptions
+    Intent = StageIntent
 
     def describe(self) -> str:
         return "pre-copy the SQLite index into the snapshot folder (before the stop)"
 
-    def intend(self, host: Any, ctx: RunContext) -> dict:
-        config = service_config(ctx)
+    def intend(self, host: Host, ctx: RunContext) -> StageIntent:
+        config = ctx.config()
         if config.index_backend != "sqlite":
-            return {"skipped": True}
+            return StageIntent(skipped=True)
         where = snapshot_dir(ctx, self.options)
-        return {"dir": str(where), "index_dir": str(config.index_dir),
-                "created": not host.files.exists(where)}
+        return StageIntent(dir=where, index_dir=Path(config.index_dir),
+                           created=not host.files.exists(where))
 
-    def apply(self, host: Any, ctx: RunContext, intent: dict) -> dict:
-        if intent.get("skipped") or not host.files.exists(Path(intent["index_dir"]) / "index"):
-            return {"summary": "nothing to pre-copy"}
-        where, index_dir = Path(intent["dir"]), Path(intent["index_dir"])
+    def apply(self, host: Host, ctx: RunContext, intent: StageIntent) -> StepFacts:
+        if intent.skipped or intent.dir is None or intent.index_dir is None \
+                or not host.files.exists(intent.index_dir / "index"):
+            return StepFacts(summary="nothing to pre-copy")
+        where, index_dir = intent.dir, intent.index_dir
         if not host.files.exists(where):
             host.files.make_dir(where, like=index_dir)
         host.files.precopy([(index_dir / "index", where / "index")],
                            f"pre-copy the SQLite index of {index_dir} to {where} "
                            "(brought up to date after the stop)")
-        return {"summary": f"index pre-copied to {where}"}
+        return StepFacts(summary=f"index pre-copied to {where}")
 
-    def undo(self, host: Any, ctx: RunContext, record: StepRecord) -> str:
-        where = Path(record.intent.get("dir", ""))
-        if record.intent.get("skipped") or not record.intent or not host.files.exists(where):
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
+        intent = self.intent_of(record)
+        if intent is None or intent.skipped or intent.dir is None \
+                or not host.files.exists(intent.dir):
             return "nothing to undo"
-        if record.intent.get("created") and not host.files.walk(where):
+        where = intent.dir
+        if intent.created and not host.files.walk(where):
             host.files.remove_empty_tree(where, f"remove the unused snapshot folder {where}")
             return f"{where} removed"
         return "kept the snapshot folder (it holds a snapshot)"
 
 
-def restore(host: Any, where: Path, index_dir: Path, facts: dict, storage: Path | None) -> str:
+def restore(host: Host, where: Path, index_dir: Path, digests: dict[str, str],
+            storage: Path | None) -> str:
     """Put the snapshot's index files back into `index_dir`, byte for byte."""
-    from orchestrator.orthanc.index import index_is_locked
-
-    digests = facts["sha256"]
     back = [n for n in digests if not host.files.exists(index_dir / n)
             or host.files.sha256(index_dir / n) != digests[n]]
     stale = [index_dir / n for n in INDEX_NAMES if n not in digests and host.files.exists(index_dir / n)]

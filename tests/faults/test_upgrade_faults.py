@@ -34,10 +34,11 @@ def test_a_health_mismatch_rolls_back_to_the_old_config_and_service(world_factor
     w.upload(data)
     counts, cfg = w.counts(), sha256(w.config)
     to = w.db.parent / "db-v7"
-    plan = w.plan(_steps(to, health="{timeout: 30, expect: {version: '9.9.9'}}"))
+    # (A wrong `version` no longer gets this far: preflight refuses it, see below.)
+    plan = w.plan(_steps(to, health="{timeout: 30, expect: {database_version: 99}}"))
     rc, report, err = w.cli("run", str(plan))
     assert rc == 3, (report, err)
-    assert "expected 9.9.9" in report["error"]
+    assert "expected 99" in report["error"]
     assert [s["status"] for s in report["steps"]][-3:] == ["undone", "undone", "failed"]
     assert w.counts() == counts and sha256(w.config) == cfg
     assert len(w.processes()) == 1
@@ -45,6 +46,19 @@ def test_a_health_mismatch_rolls_back_to_the_old_config_and_service(world_factor
     assert any(p.name.startswith("db-v7.rolled-back-") for p in to.parent.iterdir())
     rc, status, _ = w.cli("status", str(plan))
     assert rc == 0 and status["run"]["outcome"] == "rolled-back"
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_version_the_binary_is_not_is_refused_before_anything_stops(world_factory, command):
+    w = world_factory().start()
+    cfg, pids = sha256(w.config), w.processes()
+    to = w.db.parent / "db-v7"
+    plan = w.plan(_steps(to, health="{timeout: 30, expect: {version: '9.9.9'}}"))
+    rc, report, err = w.cli(command, str(plan))
+    assert rc == 1, (report, err)
+    assert "expects Orthanc 9.9.9" in report["error"] and "health-check.expect.version" in report["error"]
+    assert report["outcome"] == "refused" and report["changes"] == []
+    assert sha256(w.config) == cfg and w.processes() == pids and not to.exists()
 
 
 def test_a_new_start_that_fails_rolls_back(world_factory, data, tmp_path):

@@ -63,7 +63,7 @@ def fleet(tmp_path):
 def _inventory(tmp: Path, worlds: dict[str, World]) -> Path:
     lines = ["[orthanc]"]
     for name, w in worlds.items():
-        expect = ", expect: {version: '9.9.9'}" if name == "h2" else ""
+        expect = ", expect: {database_version: 99}" if name == "h2" else ""
         plan = w.plan(STEPS.format(to=json.dumps(str(w.root / "lib" / "db-v6-next")), expect=expect),
                       service_name=f"orthanc-{name}")
         lines.append(f"{name} orchestrator_plan={plan}")

@@ -75,10 +75,10 @@ def test_upgrade_under_systemd_then_a_rollback(systemd_world, data):
     active = sandbox.systemctl("is-active", f"{name}.service").stdout.strip()
     assert active == "active"
 
-    # A second run to a version that is not installed: rolled back, the unit active again.
+    # A second run whose health check fails after the stop: rolled back, the unit active again.
     config = sha256(w.config)
     plan2 = w.plan(STEPS.format(to=json.dumps(str(w.db.parent / "db-v8")),
-                                expect=", expect: {version: '9.9.9'}"),
+                                expect=", expect: {database_version: 99}"),
                    manager="systemd", service_name=name, name="plan2.yaml")
     rc, report, out = _cli_in_sandbox(sandbox, "run", str(plan2))
     assert rc == 3, out

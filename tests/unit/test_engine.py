@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,23 @@ from orchestrator.errors import ExitCode, InputError, RefusedError, StepError
 from orchestrator.host.changes import Changes
 from orchestrator.host.clock import FakeClock
 from orchestrator.journal import Journal, MemoryJournal, StepState
-from orchestrator.steps.base import RunContext, StepBase
+from orchestrator.run_report import Downtime
+from orchestrator.steps.base import RunContext, StepBase, StepFacts, StepIntent
+
+# The scripted kinds that open and close the service's downtime, as the real step classes
+# declare it (the engine no longer matches kinds by name).
+DOWNTIME = {"stop-service": Downtime.BEGINS, "start-service": Downtime.ENDS,
+            "health-check": Downtime.ENDS}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptedIntent(StepIntent):
+    target: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptedFacts(StepFacts):
+    verified: bool = False
 
 
 @dataclass
@@ -26,8 +42,9 @@ class Scripted(StepBase):
 
     def __init__(self, step_id, log, *, change=True, fail=None, error=None, undo_fails=False,
                  holds=None, kind=None):
-        super().__init__(step_id, {})
+        super().__init__(step_id)
         self.kind = kind or step_id
+        self.downtime = DOWNTIME.get(self.kind)
         self.log, self.change, self.fail = log, change, fail
         self.error = error or StepError(f"{step_id} broke", hint="fix it")
         self.undo_fails, self.holds_reason = undo_fails, holds
@@ -46,18 +63,18 @@ class Scripted(StepBase):
 
     def intend(self, host, ctx):
         self._maybe("intend")
-        return {"target": self.id}
+        return ScriptedIntent(target=self.id)
 
     def apply(self, host, ctx, intent):
         if self.change:
             host.changes.apply(f"change {self.id}", lambda: self.log.append(("act", self.id)))
         self._maybe("apply")
         host.clock.sleep(1.0)
-        return {"summary": f"{self.id} ok"}
+        return ScriptedFacts(summary=f"{self.id} ok")
 
     def verify(self, host, ctx, intent, facts):
         self._maybe("verify")
-        return {"verified": True}
+        return replace(facts, verified=True)
 
     def undo(self, host, ctx, record):
         self.log.append(("undo", self.id))

@@ -101,11 +101,13 @@ def _host(dry=False, manager=None, runner=None):
 def _run(step, host, ctx):
     """Apply and verify one step as the engine does; return its record."""
     rec = ctx.records.setdefault(step.id, StepRecord(step.id, step.kind))
+    ctx.steps = ctx.steps or build(ctx.plan)
     step.check(host, ctx)
-    rec.intent = step.intend(host, ctx)
-    rec.state = StepState.STARTED
-    rec.facts = step.apply(host, ctx, rec.intent)
-    rec.facts.update(step.verify(host, ctx, rec.intent, rec.facts) or {})
+    intent = step.intend(host, ctx)
+    rec.intent, rec.state = intent.to_json(), StepState.STARTED
+    facts = step.apply(host, ctx, intent)
+    rec.facts = facts.to_json()
+    rec.facts = step.verify(host, ctx, intent, facts).to_json()
     rec.state = StepState.DONE
     return rec
 
@@ -269,8 +271,8 @@ def test_upgrade_argv_is_a_list_with_the_config_last(tmp_path):
                                          "  - upgrade: {log_file: /var/log/orthanc/up.log}\n"
                                          "  - start-service\n")
     intent = _step(plan, "upgrade").intend(_host(), ctx)
-    assert intent["argv"] == ["/usr/sbin/Orthanc", "--upgrade",
-                              "--logfile=/var/log/orthanc/up.log", str(cfg)]
+    assert intent.argv == ("/usr/sbin/Orthanc", "--upgrade",
+                           "--logfile=/var/log/orthanc/up.log", str(cfg))
 
 
 def test_command_runs_its_argv_without_a_shell_and_its_undo(tmp_path):
@@ -291,8 +293,9 @@ def test_stop_then_its_undo_uses_the_service_port(tmp_path, monkeypatch):
     host = _host(manager=manager)
     stop = build(plan)[0]
     rec = ctx.records.setdefault(stop.id, StepRecord(stop.id, stop.kind))
-    rec.intent = stop.intend(host, ctx)
-    stop.apply(host, ctx, rec.intent)
+    intent = stop.intend(host, ctx)
+    rec.intent = intent.to_json()
+    stop.apply(host, ctx, intent)
     assert manager.state == State.STOPPED and rec.intent["was_running"]
     assert host.changes.texts() == ["stop the process service orthanc-test: kill -TERM 4242"]
     assert stop.holds(host, ctx, rec) is None
@@ -333,7 +336,7 @@ def _health_host(answers, *, pid=4242, stats=None):
 
 def test_wait_healthy_fails_at_once_on_401_with_a_credentials_hint():
     from orchestrator.errors import OrthancHttpError
-    from orchestrator.steps.health import wait_healthy
+    from orchestrator.steps.healthy import wait_healthy
 
     host = _health_host([OrthancHttpError("GET /system: HTTP 401", status=401)])
     with pytest.raises(StepError) as err:
@@ -343,21 +346,21 @@ def test_wait_healthy_fails_at_once_on_401_with_a_credentials_hint():
 
 
 def test_wait_healthy_does_not_take_the_old_process_for_the_new_one():
-    from orchestrator.steps.health import wait_healthy
+    from orchestrator.steps.healthy import wait_healthy
 
     host = _health_host([{"Version": "1.10.1", "DatabaseVersion": 6}], pid=4242)
     with pytest.raises(StepError, match="still the old process"):
         wait_healthy(host, timeout=5, old_pid=4242)
-    assert wait_healthy(host, timeout=5, old_pid=17)["pid"] == 4242
+    assert wait_healthy(host, timeout=5, old_pid=17).pid == 4242
 
 
 def test_wait_healthy_polls_through_refusals_then_checks_the_versions():
     from orchestrator.errors import OrthancHttpError
-    from orchestrator.steps.health import wait_healthy
+    from orchestrator.steps.healthy import wait_healthy
 
     down = OrthancHttpError("cannot connect", transient=True)
     host = _health_host([down, down, {"Version": "1.10.1", "DatabaseVersion": 6}])
-    assert wait_healthy(host, timeout=60, expect_db=6)["waited"] > 0
+    assert wait_healthy(host, timeout=60, expect_db=6).waited > 0
     host = _health_host([{"Version": "1.10.1", "DatabaseVersion": 5}])
     with pytest.raises(StepError, match="DatabaseVersion 5, expected 6"):
         wait_healthy(host, timeout=60, expect_db=6)
@@ -389,3 +392,30 @@ def test_after_staging_relocate_looks_only_into_folders_that_changed(tmp_path):
                            storage / "05" / "aa", tmp_path / "new" / "05" / "aa"}
     ctx.cache.clear()  # after a crash: the full comparison finds the same
     assert delta(host, ctx, storage, tmp_path / "new") == (added, gone)
+
+
+def test_what_the_manager_had_to_do_reaches_the_report_the_json_and_the_journal(tmp_path):
+    from orchestrator.engine import Engine
+    from orchestrator.journal import Journal
+
+    class Noted(FakeManager):
+        def __init__(self):
+            super().__init__(state=State.RUNNING)
+            self.notes = ["an old note from the status probe"]
+
+        def stop(self, *, timeout):
+            super().stop(timeout=timeout)
+            self.notes.append("orthanc-test ignored SIGTERM: systemd killed it after TimeoutStopSec")
+
+    plan, ctx, _, _ = _world(tmp_path, "  - stop-service\n")
+    journal = Journal(tmp_path / "svc.journal")
+    host = _host(manager=Noted())
+    host.processes.alive = lambda pid, started: False  # the fake PID 4242 is not ours
+    report = Engine(build(plan), host, journal, ctx, mode="run").execute()
+    note = "orthanc-test ignored SIGTERM: systemd killed it after TimeoutStopSec"
+    row = report.steps[0]
+    assert report.exit_code == 0 and row.notes == [note]
+    assert row.detail == f"stopped (PID 4242); {note}"
+    assert report.notes == [f"stop-service: {note}"]
+    assert report.to_dict()["steps"][0]["notes"] == [note]
+    assert journal.last_run().steps["stop-service"].facts["notes"] == [note]

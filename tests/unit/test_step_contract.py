@@ -1,0 +1,200 @@
+"""The typed step contract: one table, option defaults that match the schema, and step data
+that round-trips through a real journal file, old (main's format) and new alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.journal import Event, Journal, StepState
+from orchestrator.steps import STEPS, from_journal
+from orchestrator.steps.base import StepFacts, StepIntent, StepOptions
+from orchestrator.steps.command import CommandFacts, CommandIntent
+from orchestrator.steps.health import HealthFacts
+from orchestrator.steps.healthy import Answer
+from orchestrator.steps.kind import StepKind
+from orchestrator.steps.preflight import FreeSpace, HazardFact, PreflightFacts
+from orchestrator.steps.record import RecordError
+from orchestrator.steps.relocate import (Edit, RelocateFacts, RelocateIntent, Rewritten,
+                                         StageFacts, StageIntent as LinksIntent)
+from orchestrator.steps.service import StartFacts, StopFacts, StopIntent
+from orchestrator.steps.snapshot import SnapshotFacts, SnapshotIntent, StageIntent
+from orchestrator.steps.upgrade import UpgradeFacts, UpgradeIntent, UpgradeProgress
+from orchestrator.orthanc.hazards import Severity
+
+SCHEMA = Path(__file__).resolve().parents[2] / "orchestrator" / "data" / "plan.schema.json"
+OLD_JOURNAL = Path(__file__).resolve().parents[1] / "data" / "journals" / "main-relocate-upgrade.journal"
+P = Path("/var/lib/orthanc/db-v7")
+
+# One sample intent and facts per kind, with every optional field set.
+SAMPLES: dict[StepKind, tuple[StepIntent, StepFacts]] = {
+    StepKind.PREFLIGHT: (StepIntent(), PreflightFacts(
+        binary=Path("/usr/sbin/Orthanc"), binary_version="1.12.8", expected_schema=6,
+        config_files=(Path("/etc/orthanc/orthanc.json"),), backend="sqlite", storage_dir=P,
+        index_dir=P, upgrade_source=P, schema_version=6, index={"exists": True},
+        counts={"patients": 1}, counts_from="rest", service={"state": "running"},
+        running_version="1.10.1", running_database_version=6,
+        hazards=(HazardFact(code="x", severity=Severity.WARNING, message="m", hint="h"),),
+        free={str(P): FreeSpace(free=10, need=5, purpose="the relocated index")},
+        expects_version="1.12.8", binary_may_change=True, summary="s", warnings=("w",))),
+    StepKind.STOP_SERVICE: (StopIntent(was_running=True, main_pid=4, pid_started=1.5,
+                                       manager="systemd"),
+                            StopFacts(stopped_at=2.5, notes=("systemd killed it",), summary="s")),
+    StepKind.SNAPSHOT: (SnapshotIntent(dir=P, index_dir=P, files=("index",), storage_dir=P,
+                                       link_attachments=True),
+                        SnapshotFacts(sha256={"index": "ab"}, attachments=3, summary="s")),
+    StepKind.STAGE_SNAPSHOT: (StageIntent(dir=P, index_dir=P, created=True), StepFacts(summary="s")),
+    StepKind.STAGE_LINKS: (LinksIntent(to=P, storage=P.parent, index_dir=P.parent, created=True),
+                           StageFacts(linked=4)),
+    StepKind.RELOCATE: (RelocateIntent(to=P, storage=P.parent, index_dir=P.parent,
+                                       index_files=("index", "index-wal"), created=False,
+                                       edits=(Edit(file=Path("/etc/o.json"), keys=("A", "B"),
+                                                   backup=Path("/b/0-o.json")),)),
+                        RelocateFacts(index_sha256={"index": "ab"}, linked=1, unlinked=2,
+                                      configs=(Rewritten(file=Path("/etc/o.json"), before="a",
+                                                         after="b"),))),
+    StepKind.UPGRADE: (UpgradeIntent(argv=("/usr/sbin/Orthanc", "--upgrade", "/etc/o.json"),
+                                     index_dir=P, log=Path("/l/upgrade.log"),
+                                     extra_logs=(Path("/var/log/u.log"),), user="orthanc", cwd="/"),
+                       UpgradeFacts(watch={"ended": "exited"}, verdict={"outcome": "upgraded"},
+                                    schema_after=6, counts_after={"patients": 1})),
+    StepKind.START_SERVICE: (StepIntent(), StartFacts(main_pid=9, notes=("reset failed",))),
+    StepKind.HEALTH_CHECK: (StepIntent(), HealthFacts(
+        health=Answer(pid=9, version="1.12.8", database_version=6, waited=0.5),
+        counts={"patients": 1})),
+    StepKind.COMMAND: (CommandIntent(argv=("/bin/true", "a b"), undo=("/bin/false",)),
+                       CommandFacts(returncode=0, tail="ok")),
+}
+
+
+def test_one_table_names_every_kind_and_each_class_its_records():
+    assert set(STEPS) == set(StepKind) == set(SAMPLES)
+    for kind, cls in STEPS.items():
+        assert cls.kind == kind
+        intent, facts = SAMPLES[kind]
+        assert isinstance(intent, cls.Intent) and isinstance(facts, cls.Facts), kind
+        for record in (cls.Options, cls.Intent, cls.Facts):
+            assert dataclasses.is_dataclass(record) and record.__dataclass_params__.frozen
+
+
+def _schema_node(schema: dict, node: dict) -> dict:
+    while "$ref" in node and "properties" not in node:
+        node = {**schema["$defs"][node["$ref"].split("/")[-1]],
+                **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _compare(schema: dict, node: dict, record: type, where: str) -> list[str]:
+    """Differences between a schema object's properties/defaults and a record's fields."""
+    node = _schema_node(schema, node)
+    props = node.get("properties", {})
+    fields = {f.metadata.get("key", f.name): f for f in dataclasses.fields(record)}
+    wrong = [f"{where}: {k} only in the schema" for k in props if k not in fields]
+    wrong += [f"{where}: {k} only in {record.__name__}" for k in fields if k not in props]
+    for key in set(props) & set(fields):
+        f, sub = fields[key], _schema_node(schema, props[key])
+        if f.default is not dataclasses.MISSING:
+            ours = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            ours = f.default_factory()
+        else:
+            ours = dataclasses.MISSING
+        if dataclasses.is_dataclass(ours):
+            wrong += _compare(schema, props[key], type(ours), f"{where}.{key}")
+            ours = ours.to_json() if "default" in sub else dataclasses.MISSING
+            theirs = sub.get("default", dataclasses.MISSING)
+            if theirs is not dataclasses.MISSING and ours != theirs and theirs != {}:
+                wrong.append(f"{where}.{key}: default {theirs!r} in the schema, {ours!r} here")
+            continue
+        theirs = sub.get("default", None if key not in node.get("required", []) else dataclasses.MISSING)
+        if isinstance(ours, tuple):
+            ours = list(ours)
+        if ours != theirs:
+            wrong.append(f"{where}.{key}: default {theirs!r} in the schema, {ours!r} here")
+    return wrong
+
+
+def test_option_defaults_live_in_the_options_and_match_the_schema():
+    schema = json.loads(SCHEMA.read_text())
+    wrong = []
+    for kind, cls in STEPS.items():
+        if kind.value in schema["$defs"]:
+            wrong += _compare(schema, schema["$defs"][kind.value], cls.Options, kind.value)
+        else:  # a stage step: the options of the step it stages
+            assert any(other.staged_by == kind and other.Options is cls.Options
+                       for other in STEPS.values()), kind
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("kind", list(StepKind), ids=str)
+def test_every_kind_round_trips_its_intent_and_facts_through_a_journal_file(tmp_path, kind):
+    intent, facts = SAMPLES[kind]
+    cls = STEPS[kind]
+    given = {StepKind.COMMAND: {"argv": ["/bin/true"]}, StepKind.RELOCATE: {"to": str(P), "from": "/o"},
+             StepKind.STAGE_LINKS: {"to": str(P)}}
+    options = cls.Options.from_json(given.get(kind, {}))
+    j = Journal(tmp_path / "svc.journal")
+    j.append(Event.RUN_STARTED, run_id="r", mode="run", plan="p", plan_sha256="", service="svc",
+             pid=1, host="h", steps=[{"id": "s", "kind": kind.value, "options": options.to_json()}])
+    j.append(Event.STEP_STARTED, step="s", intent=intent.to_json())
+    j.append(Event.STEP_DONE, step="s", facts=facts.to_json(), changes=[])
+    history = j.last_run()
+    [step] = from_journal(history.specs)
+    rec = history.steps["s"]
+    assert rec.state == StepState.DONE and step.kind == kind and step.options == options
+    assert step.intent_of(rec) == (intent if intent.to_json() else None)
+    assert step.facts_of(rec) == facts
+
+
+def test_a_journal_written_by_main_still_loads_into_typed_records(tmp_path):
+    path = tmp_path / "orthanc.journal"
+    shutil.copy(OLD_JOURNAL, path)
+    history = Journal(path).last_run()
+    steps = from_journal(history.specs)
+    assert [s.kind for s in steps][-3:] == [StepKind.UPGRADE, StepKind.START_SERVICE,
+                                            StepKind.HEALTH_CHECK]
+    by_id = {s.id: s for s in steps}
+    relocate = by_id["relocate"]
+    assert relocate.options.to == P and relocate.options.source == Path("/var/lib/orthanc/db-v6")
+    assert relocate.intent_of(history.steps["relocate"]).edits[0].file == Path("/etc/orthanc/orthanc.json")
+    assert by_id["health-check"].options.expect.version == "1.12.8"
+    for step in steps:
+        rec = history.steps[step.id]
+        step.intent_of(rec), step.facts_of(rec)  # every record reads
+    progress = by_id["upgrade"].progress_of(history.steps["upgrade"])
+    assert (progress.pid, progress.create_time) == (5120, 1764316803.35)
+    pre = by_id["preflight"].facts_of(history.steps["preflight"])
+    assert pre.free[str(P)].purpose == "the relocated index" and pre.counts["instances"] == 9
+
+
+def test_a_journal_this_version_cannot_read_is_refused_with_the_key_named(tmp_path):
+    lines = OLD_JOURNAL.read_text().splitlines()
+    lines[5] = lines[5].replace('"main_pid": 812', '"main_pid": "812"')  # stop-service's intent
+    path = tmp_path / "orthanc.journal"
+    path.write_text("\n".join(lines) + "\n")
+    history = Journal(path).last_run()
+    stop = {s.id: s for s in from_journal(history.specs)}["stop-service"]
+    with pytest.raises(RecordError, match=r"journal: step stop-service: intent.main_pid: "
+                                          r"expected an integer") as err:
+        stop.intent_of(history.steps["stop-service"])
+    assert "another version" in err.value.hint
+    specs = [dict(s) for s in history.specs]
+    specs[0] = {"id": "x", "kind": "package", "options": {}}
+    with pytest.raises(RecordError, match="unknown kind 'package'"):
+        from_journal(specs)
+    specs[0] = {"id": "preflight", "kind": "preflight", "options": {"min_free": 3}}
+    with pytest.raises(RecordError, match="journal: step preflight: options: unknown key 'min_free'"):
+        from_journal(specs)
+
+
+def test_options_are_frozen_and_typed_end_to_end():
+    opts = STEPS[StepKind.RELOCATE].Options.from_json({"to": "/a/b", "config_file": "/c.json"})
+    assert isinstance(opts.to, Path) and isinstance(opts.config_file, Path)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.to = Path("/x")  # type: ignore[misc]
+    assert STEPS[StepKind.STOP_SERVICE].Options().timeout == 120.0
+    assert isinstance(StepOptions(), StepOptions)
