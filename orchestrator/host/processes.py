@@ -61,6 +61,45 @@ class Watched:
                 "pid": self.pid, "log": self.log, "last_lines": self.lines[-5:]}
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One look at a watched child: what the watchdog's rule is fed."""
+
+    elapsed: float  # seconds since the child started
+    new_lines: bool  # a log line appeared since the last look
+    cpu: float  # CPU seconds used so far
+    io: int  # bytes read and written so far
+
+
+@dataclass(frozen=True)
+class Activity:
+    """The watchdog's memory: when the child last did something, and the counters then."""
+
+    at: float = 0.0  # elapsed seconds at the last activity
+    cpu: float = 0.0
+    io: int = 0
+
+    def quiet(self, elapsed: float) -> float:
+        return elapsed - self.at
+
+
+def watchdog(last: Activity, sample: Sample, *, timeout: float,
+             stall: float) -> tuple[Activity, Ended | None]:
+    """The rule: the child is active when it logs a line, uses CPU (more than CPU_FLOOR, or
+    CPU_SHARE of the quiet time) or moves IO_FLOOR bytes; it is ended past `timeout`, or
+    after `stall` seconds without activity. Pure: samples in, (memory, verdict or None) out."""
+    if sample.new_lines:
+        last = Activity(sample.elapsed, last.cpu, last.io)
+    quiet = last.quiet(sample.elapsed)
+    if sample.cpu - last.cpu >= max(CPU_FLOOR, CPU_SHARE * quiet) or sample.io - last.io >= IO_FLOOR:
+        last, quiet = Activity(sample.elapsed, sample.cpu, sample.io), 0.0
+    if sample.elapsed >= timeout:
+        return last, Ended.TIMEOUT
+    if quiet >= stall:
+        return last, Ended.STALL
+    return last, None
+
+
 class LogTail:
     """Follow a growing text file; return its new complete lines."""
 
@@ -230,26 +269,21 @@ class Processes:
             return got
 
         start = self.clock.now()
-        last_activity = start
-        base_cpu, base_io = _sample(proc)
-        ended = Ended.EXITED
+        cpu, io = _sample(proc)
+        last, ended = Activity(0.0, cpu, io), Ended.EXITED
         try:
             while True:
-                now = self.clock.now()
-                if drain():
-                    last_activity = now
+                elapsed = self.clock.now() - start
+                new_lines = drain()
                 if child.poll() is not None:
+                    if new_lines:
+                        last = Activity(elapsed, last.cpu, last.io)
                     break
                 cpu, io = _sample(proc)
-                quiet = now - last_activity
-                if cpu - base_cpu >= max(CPU_FLOOR, CPU_SHARE * quiet) or io - base_io >= IO_FLOOR:
-                    last_activity, base_cpu, base_io = now, cpu, io
-                    quiet = 0.0
-                if now - start >= timeout:
-                    ended = Ended.TIMEOUT
-                    break
-                if quiet >= stall:
-                    ended = Ended.STALL
+                last, verdict = watchdog(last, Sample(elapsed, new_lines, cpu, io),
+                                         timeout=timeout, stall=stall)
+                if verdict is not None:
+                    ended = verdict
                     break
                 try:
                     child.wait(POLL)  # returns at once when it exits: no poll latency
@@ -259,7 +293,7 @@ class Processes:
             _kill(child)
             drain(final=True)
             raise
-        quiet = self.clock.now() - last_activity
+        quiet = last.quiet(self.clock.now() - start)
         if ended != Ended.EXITED:
             _kill(child)
         else:
