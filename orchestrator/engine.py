@@ -68,6 +68,9 @@ class Step(Protocol):
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
         """What the operator must do by hand when `undo` failed."""
 
+    def facts_of(self, record: StepRecord) -> StepFacts | None:
+        """The record's journaled facts as this kind's typed facts (None: not done)."""
+
 
 def _observe_nothing(event: str, **data: object) -> None:
     pass
@@ -129,8 +132,10 @@ class Engine:
                     return self._refuse(RefusedError(
                         f"cannot resume: step {step.id} was done but no longer holds: {reason}",
                         hint=f"finish the run backwards: orchestrator rollback {self.report.plan}"))
-                row.status, row.detail = StepStatus.VERIFIED, _summary(rec.facts) or "still holds"
-                row.notes = [str(n) for n in rec.facts.get("notes") or []]
+                facts = step.facts_of(rec)
+                notes = facts.notes if facts else ()
+                row.status, row.notes = StepStatus.VERIFIED, list(notes)
+                row.detail = _detail(facts.summary if facts else "", notes) or "still holds"
             elif rec.state in (StepState.STARTED, StepState.FAILED):
                 # In flight at the crash: put back whatever it did, then run it again.
                 if not self._undo_one(step, rec):
@@ -367,11 +372,6 @@ class Engine:
 _JOURNAL_OUTCOME = {Outcome.DONE: RunOutcome.DONE, Outcome.PLANNED: RunOutcome.DONE,
                     Outcome.REFUSED: RunOutcome.REFUSED, Outcome.ROLLED_BACK: RunOutcome.ROLLED_BACK,
                     Outcome.ROLLBACK_INCOMPLETE: RunOutcome.ROLLBACK_INCOMPLETE}
-
-
-def _summary(facts: dict) -> str:
-    """The summary of journaled facts (a resumed run's done steps)."""
-    return str(facts.get("summary", "")) if isinstance(facts, dict) else ""
 
 
 def _detail(summary: str, notes: tuple[str, ...]) -> str:

@@ -100,21 +100,22 @@ class RunContext:
     records: dict[str, StepRecord]
     # What one step hands the next within this process (an optimisation only: after a
     # crash it is empty, and the reader must fall back to facts it can re-read).
-    cache: dict = field(default_factory=dict)
+    cache: dict[tuple[str, str], object] = field(default_factory=dict)
     progress: Callable[[str, str], None] = lambda step_id, line: None
     persist: Callable[[str, dict], None] = lambda step_id, data: None
     steps: Sequence[StepBase] = ()  # the steps of this run (the engine sets them)
-    _config: OrthancConfig | None = None
+    # The Orthanc configuration as read for this run (wiring may hand in the one it read).
+    orthanc_config: OrthancConfig | None = None
 
     def config(self) -> OrthancConfig:
         """The Orthanc configuration, read once (again after `forget_config`)."""
-        if self._config is None:
-            self._config = load_config(self.plan.service.config)
-        return self._config
+        if self.orthanc_config is None:
+            self.orthanc_config = load_config(self.plan.service.config)
+        return self.orthanc_config
 
     def forget_config(self) -> None:
         """The configuration changed on disk (a relocation): read it again next time."""
-        self._config = None
+        self.orthanc_config = None
 
 
 O = TypeVar("O", bound=StepOptions)

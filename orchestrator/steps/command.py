@@ -59,6 +59,7 @@ class Command(StepBase[CommandOptions, CommandIntent, CommandFacts]):
 
     def apply(self, host: Host, ctx: RunContext, intent: CommandIntent) -> CommandFacts:
         done = host.commands.run(intent.argv, timeout=self.options.timeout)
+        ctx.forget_config()  # a plan-given command (a package install) may rewrite it
         return CommandFacts(returncode=done.returncode, tail=done.tail(3),
                             summary=f"exit {done.returncode}")
 
@@ -67,6 +68,7 @@ class Command(StepBase[CommandOptions, CommandIntent, CommandFacts]):
         if intent is None or not intent.undo:
             return "no undo command given"
         done = host.commands.run(intent.undo, timeout=self.options.timeout)
+        ctx.forget_config()
         return f"ran {shlex.join(intent.undo)}: exit {done.returncode}"
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:

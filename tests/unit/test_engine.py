@@ -40,6 +40,9 @@ class FakeHost:
 class Scripted(StepBase):
     """A step whose behaviour is data: `fail` names the phase that raises."""
 
+    Intent = ScriptedIntent
+    Facts = ScriptedFacts
+
     def __init__(self, step_id, log, *, change=True, fail=None, error=None, undo_fails=False,
                  holds=None, kind=None):
         super().__init__(step_id)
