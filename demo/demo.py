@@ -143,9 +143,9 @@ def main() -> int:
         print(f"Orthanc {server.url} now serves {counts(server)} from {server.db.parent / 'db-v6-new'}.")
 
         bad = plan(server, "bad-health.yaml", "db-v6-try", service, manager,
-                   ", expect: {version: '9.9.9'}")
+                   ", expect: {database_version: 99}")
         banner(4, "a failing run rolls back by itself",
-               "Same plan, but the health check expects Orthanc 9.9.9, which is not installed.\n"
+               "Same plan, but the health check expects DatabaseVersion 99, which no Orthanc has.\n"
                "The tool undoes every step newest-first and brings the old state back (exit 3).")
         orchestrator("run", str(bad), cwd=root, expect=3)
         orchestrator("status", "--state-dir", str(server.state), cwd=root, expect=None)
