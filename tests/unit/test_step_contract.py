@@ -198,3 +198,33 @@ def test_options_are_frozen_and_typed_end_to_end():
         opts.to = Path("/x")  # type: ignore[misc]
     assert STEPS[StepKind.STOP_SERVICE].Options().timeout == 120.0
     assert isinstance(StepOptions(), StepOptions)
+
+
+# (record type, JSON in, the error's text) -- the codec refuses instead of guessing
+BAD = [
+    (STEPS[StepKind.STOP_SERVICE].Intent, {"was_running": 1, "manager": "m"},
+     "intent.was_running: expected true or false, got 1"),
+    (STEPS[StepKind.STOP_SERVICE].Intent, {"was_running": True, "main_pid": True, "manager": "m"},
+     "intent.main_pid: expected an integer, got True"),
+    (STEPS[StepKind.STOP_SERVICE].Intent, {"was_running": True}, "intent: missing key 'manager'"),
+    (STEPS[StepKind.RELOCATE].Options, {"to": ""}, "options.to: expected a path"),
+    (STEPS[StepKind.COMMAND].Intent, {"argv": "/bin/true"}, "intent.argv: expected a list"),
+    (STEPS[StepKind.PREFLIGHT].Facts, {**SAMPLES[StepKind.PREFLIGHT][1].to_json(),
+                                       "hazards": [{"code": "x", "severity": "fatal",
+                                                    "message": "m", "hint": "h"}]},
+     "facts.hazards[0].severity: 'fatal' is not one of"),
+]
+
+
+@pytest.mark.parametrize("record,data,message", BAD, ids=[b[2].split(":")[0] + str(i) for i, b in enumerate(BAD)])
+def test_the_codec_names_the_key_it_cannot_read(record, data, message):
+    with pytest.raises(RecordError) as err:
+        record.from_json(data)
+    assert message in err.value.message
+
+
+def test_to_json_leaves_out_empty_defaults_and_keeps_false_and_zero():
+    facts = STEPS[StepKind.COMMAND].Facts(returncode=0)
+    assert facts.to_json() == {"returncode": 0}
+    intent = STEPS[StepKind.STOP_SERVICE].Intent(was_running=False, manager="process")
+    assert intent.to_json() == {"was_running": False, "manager": "process"}
