@@ -228,3 +228,27 @@ def test_to_json_leaves_out_empty_defaults_and_keeps_false_and_zero():
     assert facts.to_json() == {"returncode": 0}
     intent = STEPS[StepKind.STOP_SERVICE].Intent(was_running=False, manager="process")
     assert intent.to_json() == {"was_running": False, "manager": "process"}
+
+
+REAL = sorted((OLD_JOURNAL.parent).glob("main-run-*.journal"))  # written by main's `run` (d1bb08b)
+
+
+@pytest.mark.parametrize("fixture", REAL, ids=lambda p: p.stem)
+def test_journals_written_by_main_on_a_real_orthanc_read_into_typed_records(tmp_path, fixture):
+    path = tmp_path / "orthanc-e2e.journal"
+    shutil.copy(fixture, path)
+    history = Journal(path).last_run()
+    steps = from_journal(history.specs)
+    assert {s.kind for s in steps} == set(StepKind)  # every kind, stage steps included
+    for step in steps:
+        rec = history.steps[step.id]
+        intent, facts = step.intent_of(rec), step.facts_of(rec)
+        if rec.state == StepState.DONE:
+            assert facts is not None and (intent is not None or not rec.intent)
+    upgrade = next(s for s in steps if s.kind == StepKind.UPGRADE)
+    progress = upgrade.progress_of(history.steps[upgrade.id])
+    assert progress.pid and progress.create_time
+    relocate = next(s for s in steps if s.kind == StepKind.RELOCATE)
+    assert relocate.intent_of(history.steps[relocate.id]).to == relocate.options.to
+    if "crashed" in fixture.stem:
+        assert history.open and history.steps[upgrade.id].state == StepState.STARTED
