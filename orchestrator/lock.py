@@ -107,7 +107,7 @@ def open_state_file(path: Path, flags: int, *, what: str = "state file") -> int:
         raise _symlink_error(p, what)
     try:
         fd = os.open(p, flags | nofollow | getattr(os, "O_BINARY", 0), 0o600)
-    except OSError as exc:
+    except OSError:
         if os.path.islink(p):  # ELOOP from O_NOFOLLOW
             raise _symlink_error(p, what) from None
         raise
