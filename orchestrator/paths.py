@@ -89,10 +89,11 @@ def read_regular_file(path: str | os.PathLike, limit: int, *, what: str = "file"
     except OSError as exc:
         raise InputError(f"{p}: cannot read the {what}: {exc.strerror or exc}",
                          hint="check the path and its permissions") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _not_regular(p, what, _kind(st.st_mode))
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise _not_regular(p, what, _kind(st.st_mode))
         if st.st_size > limit:
             raise InputError(f"{p}: the {what} is {st.st_size} bytes, more than {limit}",
                              hint=f"give the {what} itself, not a larger file")

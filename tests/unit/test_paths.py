@@ -1,0 +1,74 @@
+"""Paths judged on their real paths; input files that cannot hang (real files, a real FIFO)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from orchestrator.errors import ExitCode, InputError
+from orchestrator.host.changes import Changes
+from orchestrator.host.files import Files
+from orchestrator.paths import Overlap, is_inside, overlap, read_regular_file, refuse_overlap
+
+
+@pytest.fixture
+def storage(tmp_path):
+    real = tmp_path / "var" / "db-v6"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)  # a symlinked StorageDirectory
+    return real
+
+
+def test_a_target_through_a_symlink_or_dotdot_is_judged_where_it_leads(tmp_path, storage):
+    link = tmp_path / "link"
+    assert overlap(link / "next", storage) is Overlap.INSIDE
+    assert overlap(storage / ".." / "db-v6" / "next", storage) is Overlap.INSIDE
+    assert overlap(tmp_path / "var" / "x" / ".." / "db-v6", link) is Overlap.SAME
+    assert overlap(tmp_path / "var", link) is Overlap.CONTAINS
+    assert overlap(tmp_path / "var" / "db-v7", link) is Overlap.APART
+    assert overlap(tmp_path / "var" / "db-v6-next", storage) is Overlap.APART  # a prefix only
+    assert is_inside(link / "a" / "b", storage) and is_inside(link, storage)
+    assert not is_inside(tmp_path / "var", storage)
+    files = Files(Changes(dry=False))
+    assert files.is_inside(link / "next", storage)
+    assert files.overlap(tmp_path / "var", link) is Overlap.CONTAINS
+
+
+@pytest.mark.parametrize("to, words", [("link/next", "is inside"), ("var/db-v6/../db-v6", "same"),
+                                       ("var", "is a parent of")])
+def test_relocate_to_inside_equal_or_parent_is_refused_naming_real_paths(tmp_path, storage, to,
+                                                                          words):
+    with pytest.raises(InputError) as err:
+        refuse_overlap(tmp_path / to, tmp_path / "link", what="relocate.to",
+                       place="plan.yaml: steps[3].relocate.to")
+    msg = err.value.message
+    assert msg.startswith("plan.yaml: steps[3].relocate.to: relocate.to ")
+    assert words in msg and str(storage) in msg and err.value.exit_code == ExitCode.BAD_INPUT
+    refuse_overlap(tmp_path / "var" / "db-v7", tmp_path / "link", what="relocate.to")
+
+
+def test_a_fifo_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "plan.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError) as err:
+        read_regular_file(fifo, 1 << 20, what="plan")  # would block forever without O_NONBLOCK
+    assert err.value.message == f"{fifo}: is a FIFO (named pipe); a plan must be a regular file"
+
+
+@pytest.mark.parametrize("path, kind", [("/dev/null", "a character device"), ("/", "a folder")])
+def test_devices_and_folders_are_refused(path, kind):
+    with pytest.raises(InputError, match=kind):
+        read_regular_file(path, 100, what="config")
+
+
+def test_a_regular_file_is_read_and_a_large_one_refused(tmp_path):
+    f = tmp_path / "orthanc.json"
+    f.write_bytes(b"{}")
+    assert read_regular_file(f, 2) == b"{}"
+    with pytest.raises(InputError, match="more than 1"):
+        read_regular_file(f, 1)
+    with pytest.raises(InputError, match="cannot read"):
+        read_regular_file(tmp_path / "missing", 10)
+    (tmp_path / "ln").symlink_to(f)  # a symlink to a regular file is a regular file
+    assert read_regular_file(tmp_path / "ln", 10) == b"{}"
