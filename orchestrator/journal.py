@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError, OrchestratorError
-from orchestrator.lock import UnsafeStatePathError, open_state_file
+from orchestrator.lock import WINDOWS, UnsafeStatePathError, open_state_file
 from orchestrator.lock import safe_lock_name as safe_name  # one rule for state file names
 from orchestrator.lock import RunLock, read_lock_owner  # noqa: F401  (moved to lock.py; alias)
 
@@ -336,7 +336,7 @@ def _read_nofollow(path: Path) -> bytes:
 
 def _fsync_dir(path: Path) -> None:
     """Make a new journal's folder entry durable (POSIX; Windows cannot open a folder)."""
-    if os.name == "nt":
+    if WINDOWS:
         return
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -26,6 +26,7 @@ import os
 import re
 import socket
 import stat
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -33,6 +34,10 @@ from pathlib import Path
 
 from orchestrator.errors import InputError, JournalOpenError
 
+# Windows: chosen by sys.platform as well as os.name, so a Windows-shaped Python on Linux
+# (tests/faults/windows_shape) takes the same paths as the real one.
+WINDOWS = sys.platform == "win32" or os.name == "nt"
+OWNERS = hasattr(os, "geteuid")  # uid owners exist (POSIX)
 LOCK_DIR_ENV = "ORCHESTRATOR_LOCK_DIR"
 POSIX_LOCK_DIR = Path("/run/lock/orchestrator")
 OWNER_MAX = 4096
@@ -83,7 +88,7 @@ def check_state_dir(path: Path) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeStatePathError(f"the state folder {p} is not a folder",
                                    hint="give a folder as --state-dir")
-    if os.name != "posix":
+    if WINDOWS or not OWNERS:
         return  # owner and mode bits carry no meaning there (ACLs do)
     if st.st_uid not in (0, os.geteuid()):
         raise UnsafeStatePathError(f"the state folder {p} belongs to uid {st.st_uid}, not to us",
@@ -116,9 +121,12 @@ def open_state_file(path: Path, flags: int, *, what: str = "state file") -> int:
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeStatePathError(f"the {what} {p} is not a regular file",
                                        hint=f"move {p} aside")
-        if os.name == "posix" and (st.st_uid not in (0, os.geteuid()) or st.st_nlink > 1):
-            raise UnsafeStatePathError(f"the {what} {p} belongs to uid {st.st_uid} or has other "
-                                       f"hard links ({st.st_nlink})", hint=f"move {p} aside")
+        if st.st_nlink > 1:  # a hard link to a file elsewhere: writing would change it
+            raise UnsafeStatePathError(f"the {what} {p} has other hard links ({st.st_nlink})",
+                                       hint=f"move {p} aside")
+        if not WINDOWS and OWNERS and st.st_uid not in (0, os.geteuid()):
+            raise UnsafeStatePathError(f"the {what} {p} belongs to uid {st.st_uid}, not to us",
+                                       hint=f"move {p} aside")
     except BaseException:
         os.close(fd)
         raise
@@ -281,7 +289,7 @@ def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get(LOCK_DIR_ENV):
         return Path(env[LOCK_DIR_ENV])
-    if os.name == "nt":
+    if WINDOWS:
         return Path(env.get("ProgramData", r"C:\ProgramData")) / "orchestrator" / "locks"
     return POSIX_LOCK_DIR
 
@@ -316,7 +324,7 @@ def held_locks(paths: Sequence[Path]) -> list[LockOwner]:
 
 # Windows locks byte ranges and refuses reads of a locked byte to others, so the owner
 # record starts after the one byte we lock.
-_RECORD_AT = 1 if os.name == "nt" else 0
+_RECORD_AT = 1 if WINDOWS else 0
 
 
 def _read_owner(fd: int) -> LockOwner | None:
@@ -335,7 +343,7 @@ def _read_owner(fd: int) -> LockOwner | None:
 
 def _try_lock(fd: int, shared: bool = False) -> bool:
     """Take a non-blocking lock on the file (flock; an msvcrt byte lock on Windows)."""
-    if os.name == "nt" or _no_fcntl():
+    if WINDOWS or _no_fcntl():
         import msvcrt
 
         try:
@@ -354,7 +362,7 @@ def _try_lock(fd: int, shared: bool = False) -> bool:
 
 
 def _unlock(fd: int) -> None:
-    if os.name == "nt" or _no_fcntl():
+    if WINDOWS or _no_fcntl():
         import msvcrt
 
         os.lseek(fd, 0, os.SEEK_SET)

@@ -82,8 +82,10 @@ def read_regular_file(path: str | os.PathLike, limit: int, *, what: str = "file"
     """
     p = os.fspath(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    if not hasattr(os, "O_NONBLOCK") and not _regular_before_open(p):
-        raise _not_regular(p, what, "is not a regular file")
+    if not hasattr(os, "O_NONBLOCK"):  # Windows: no FIFOs to block on; look before opening
+        mode = _mode_before_open(p)
+        if mode is not None and not stat.S_ISREG(mode):
+            raise _not_regular(p, what, _kind(mode))
     try:
         fd = os.open(p, flags)
     except OSError as exc:
@@ -108,11 +110,11 @@ def read_regular_file(path: str | os.PathLike, limit: int, *, what: str = "file"
     return data
 
 
-def _regular_before_open(p: str) -> bool:
+def _mode_before_open(p: str) -> int | None:
     try:
-        return stat.S_ISREG(os.stat(p).st_mode)
+        return os.stat(p).st_mode
     except OSError:
-        return True  # let the open report it
+        return None  # let the open report it
 
 
 def _kind(mode: int) -> str:

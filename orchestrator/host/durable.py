@@ -67,8 +67,9 @@ def _same_owner(path: Path, like: Any) -> None:
 
 # Owners and POSIX modes carry no meaning on Windows (ACLs do), and it cannot open a folder
 # to fsync it (NTFS makes the rename durable itself).
-_CAN_CHOWN = os.name == "posix" and hasattr(os, "chown") and hasattr(os, "geteuid")
-_CAN_SYNC_DIRS = os.name == "posix" and sys.platform != "win32"
+_WINDOWS = sys.platform == "win32" or os.name == "nt"
+_CAN_CHOWN = not _WINDOWS and hasattr(os, "chown") and hasattr(os, "geteuid")
+_CAN_SYNC_DIRS = not _WINDOWS
 
 
 def make_dir(path: Path, like: Path | None) -> None:

@@ -11,6 +11,7 @@ import netrc
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -77,7 +78,8 @@ def read_password_file(path: str | Path) -> str:
     except OSError as exc:
         raise InputError(f"cannot read password file {p}: {exc.strerror}",
                          hint="create it with mode 0600, holding the password alone") from exc
-    if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    posix = os.name == "posix" and sys.platform != "win32"  # Windows: ACLs, not mode bits
+    if posix and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InputError(f"password file {p} is readable by others (mode {stat.S_IMODE(st.st_mode):o})",
                          hint=f"chmod 600 {p}")
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.errors import ExitCode, JournalOpenError
 from orchestrator.journal import Event, Journal
-from orchestrator.lock import (LOCK_DIR_ENV, OrthancLock, RunLock, UnsafeStatePathError,
+from orchestrator.lock import (LOCK_DIR_ENV, WINDOWS, OrthancLock, RunLock, UnsafeStatePathError,
                                database_key, lock_dir, read_lock_owner, sqlite_key)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +124,10 @@ def test_database_identity_writes_loopback_and_default_ports_one_way():
 
 
 def test_lock_folder_is_fixed_unless_overridden():
-    assert lock_dir({}) == Path("/run/lock/orchestrator")
+    if WINDOWS:
+        assert lock_dir({"ProgramData": "D:/PD"}) == Path("D:/PD") / "orchestrator" / "locks"
+    else:
+        assert lock_dir({}) == Path("/run/lock/orchestrator")
     assert lock_dir({LOCK_DIR_ENV: "/x"}) == Path("/x")
 
 
@@ -164,6 +167,8 @@ def test_a_symlinked_or_shared_state_folder_is_refused(tmp_path):
     (tmp_path / "link").symlink_to(real)
     with pytest.raises(UnsafeStatePathError, match="is a symlink"):
         RunLock.for_service(tmp_path / "link", "svc").acquire("run")
+    if WINDOWS:
+        return  # mode bits carry no meaning there
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
