@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from orchestrator.errors import InputError, JournalOpenError
 
@@ -255,6 +256,10 @@ class OrthancLock(_FileLock):
         return cls(sqlite_key(index_dir), directory)
 
     @classmethod
+    def for_config(cls, config: Path, directory: Path | None = None) -> OrthancLock:
+        return cls(config_key(config), directory)
+
+    @classmethod
     def for_database(cls, kind: str, host: str, port: int | None, database: str,
                      directory: Path | None = None) -> OrthancLock:
         return cls(database_key(kind, host, port, database), directory)
@@ -282,6 +287,32 @@ def database_key(kind: str, host: str, port: int | None, database: str) -> str:
     host = "localhost" if host in LOCAL_HOSTS or host.startswith("/") else host
     port = int(port) if port else DEFAULT_PORTS.get(kind, 0)
     return f"{kind}://{host}:{port}/{database}"
+
+
+def config_key(config: Path) -> str:
+    """The identity of an Orthanc by its configuration (file or folder), real path: stable
+    while a run relocates the index and rewrites the config in place."""
+    return "config:" + os.path.realpath(config)
+
+
+def index_key(backend: str, index_dir: Path, section: Mapping | None = None) -> str:
+    """The identity of an Orthanc's index: `sqlite_key`, or `database_key` from the backend's
+    configuration section (`Host`/`Port`/`Database`, or a `ConnectionUri`)."""
+    if backend == "sqlite":
+        return sqlite_key(index_dir)
+    sec = section or {}
+    uri = sec.get("ConnectionUri") if isinstance(sec.get("ConnectionUri"), str) else None
+    if uri:
+        parts = urlsplit(uri)  # only host, port and path are kept: never the password
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return database_key(backend, parts.hostname or "", port, parts.path.lstrip("/"))
+    port = sec.get("Port")
+    return database_key(backend, str(sec.get("Host", "localhost")),
+                        int(port) if str(port or "").isdigit() else None,
+                        str(sec.get("Database", "orthanc")))
 
 
 def lock_dir(environ: Mapping[str, str] | None = None) -> Path:

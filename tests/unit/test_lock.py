@@ -14,7 +14,8 @@ import pytest
 from orchestrator.errors import ExitCode, JournalOpenError
 from orchestrator.journal import Event, Journal
 from orchestrator.lock import (LOCK_DIR_ENV, WINDOWS, OrthancLock, RunLock, UnsafeStatePathError,
-                               database_key, lock_dir, read_lock_owner, sqlite_key)
+                               config_key, database_key, index_key, lock_dir, read_lock_owner,
+                               sqlite_key)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,6 +122,18 @@ def test_database_identity_writes_loopback_and_default_ports_one_way():
         database_key("postgresql", "localhost", 5432, "orthanc") == "postgresql://localhost:5432/orthanc"
     assert database_key("mysql", "/var/run/mysqld/mysqld.sock", 0, "o") == "mysql://localhost:3306/o"
     assert database_key("postgresql", "db1", 5433, "o") != database_key("postgresql", "db1", 5432, "o")
+
+
+def test_index_identity_from_the_backend_section_never_holds_the_password(tmp_path):
+    assert index_key("sqlite", tmp_path) == sqlite_key(tmp_path)
+    assert index_key("postgresql", tmp_path, {"Host": "127.0.0.1", "Database": "o"}) == \
+        "postgresql://localhost:5432/o"
+    uri = "postgresql://u:s3cr%2Ft@db1:5433/orthanc?sslmode=require"
+    assert index_key("postgresql", tmp_path, {"ConnectionUri": uri}) == \
+        "postgresql://db1:5433/orthanc"
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "conf")
+    assert config_key(tmp_path / "alias") == config_key(tmp_path / "conf")
 
 
 def test_lock_folder_is_fixed_unless_overridden():

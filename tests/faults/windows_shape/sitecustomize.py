@@ -37,11 +37,12 @@ for _name in _PREIMPORT:
 import fcntl as _fcntl  # noqa: E402 - the real lock behind the fake msvcrt
 
 # What Windows' os lacks and our code could reach for. What the stdlib's own POSIX code needs
-# underneath (os.WNOHANG for subprocess, say) stays: that code is Linux's here, not ours.
+# underneath (os.WNOHANG for subprocess, os.statvfs for shutil.disk_usage) stays: that code
+# is Linux's here, not ours, and Windows has its own.
 OS_REMOVED = ["geteuid", "getuid", "getegid", "getgid", "getgroups", "getgrouplist",
               "chown", "fchown", "lchown", "getpgid", "setpgid", "getpgrp", "setsid", "getsid",
               "killpg", "fork", "forkpty", "setuid", "seteuid", "setgid", "setegid",
-              "initgroups", "setgroups", "statvfs", "fstatvfs", "sync", "mkfifo", "mknod",
+              "initgroups", "setgroups", "sync", "mkfifo", "mknod",
               "O_NOFOLLOW", "O_NONBLOCK", "O_DIRECTORY", "O_SYNC", "O_DSYNC", "O_NOCTTY",
               "getloadavg", "fchmod", "sched_getaffinity", "nice"]
 SIGNAL_REMOVED = ["SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGALRM", "SIGCHLD",
