@@ -23,7 +23,7 @@ _PREIMPORT = [
     "mimetypes", "netrc", "pwd", "grp", "urllib.request", "http.client", "ssl", "logging",
     "concurrent.futures", "sqlite3", "zlib", "faulthandler", "readline", "rlcompleter",
     # third party whose import-time branches read sys.platform
-    "psutil", "click", "yaml", "jsonschema", "requests", "urllib3", "hypothesis",
+    "psutil", "click", "requests", "urllib3", "hypothesis",
     "pytest", "_pytest.capture", "_pytest.terminal", "_pytest.tmpdir", "_pytest.pathlib",
     "_pytest._io.terminalwriter", "_pytest.faulthandler", "_pytest._py.path",
     "_pytest.compat", "_pytest.pytester", "_pytest.main",
@@ -51,6 +51,19 @@ SIGNAL_REMOVED = ["SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGALRM
                   "SIGPOLL", "SIGPWR", "SIGURG", "SIGBUS", "SIGRTMIN", "SIGRTMAX",
                   "pause", "alarm", "setitimer", "getitimer", "siginterrupt", "pthread_kill",
                   "pthread_sigmask", "sigwait", "sigpending"]
+
+# Windows' own Popen.kill and psutil's kill need no SIGKILL attribute; the Linux halves used
+# here do, so they keep the number.
+_SIGKILL = signal.SIGKILL
+import subprocess  # noqa: E402
+
+subprocess.Popen.kill = lambda self: self.send_signal(_SIGKILL)
+try:
+    import psutil  # noqa: E402
+
+    psutil.Process.kill = lambda self: self._send_signal(_SIGKILL)
+except ImportError:
+    pass
 
 for _attr in OS_REMOVED:
     if hasattr(os, _attr):
