@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from enum import Enum
 from pathlib import Path
 
@@ -64,6 +65,26 @@ def refuse_overlap(new: str | os.PathLike, old: str | os.PathLike, *, what: str,
     at = f"{place}: " if place else ""
     raise InputError(f"{at}{what} {new} (really {real(new)}) {words} {old} (really {real(old)})",
                      hint=f"choose a {what} outside {real(old)} that does not contain it")
+
+
+def open_to_others(folder: str | os.PathLike) -> Path | None:
+    """The first folder (from `folder`'s real path up) whose mode lets every local user in,
+    when nothing above it shuts them out; None when some folder on the way is closed to
+    others (no o+x), or where modes carry no meaning (Windows). For `inspect`: patient
+    data under a folder open to others is readable wherever its files' modes allow."""
+    if sys.platform == "win32" or os.name != "posix":
+        return None
+    target = real(folder)
+    chain = [*reversed(target.parents), target]
+    try:
+        modes = [os.stat(p).st_mode for p in chain]
+    except OSError:
+        return None
+    if not all(m & stat.S_IXOTH for m in modes[:-1]):
+        return None
+    if modes[-1] & (stat.S_IROTH | stat.S_IXOTH):
+        return target
+    return None
 
 
 def _same_node(a: Path, b: Path) -> bool:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import ExitCode, InputError
 from orchestrator.host.changes import Changes
 from orchestrator.host.files import Files
-from orchestrator.paths import Overlap, is_inside, overlap, read_regular_file, refuse_overlap
+from orchestrator.paths import (Overlap, is_inside, open_to_others, overlap, read_regular_file,
+                                refuse_overlap)
 
 
 @pytest.fixture
@@ -73,3 +78,34 @@ def test_a_regular_file_is_read_and_a_large_one_refused(tmp_path):
         read_regular_file(tmp_path / "missing", 10)
     (tmp_path / "ln").symlink_to(f)  # a symlink to a regular file is a regular file
     assert read_regular_file(tmp_path / "ln", 10) == b"{}"
+
+
+@pytest.fixture
+def open_tree():
+    """A folder whose parents are all open to others (tmp_path's are not: pytest makes 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="orchestrator-paths-"))
+    try:
+        base.chmod(0o755)
+        yield base
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows: ACLs, not mode bits")
+def test_a_storage_folder_open_to_every_user_is_found(open_tree, tmp_path):
+    if not all(p.stat().st_mode & 0o001 for p in open_tree.parents):
+        pytest.skip("the temporary folder's parents are closed to others")
+    var = open_tree / "var"
+    db = var / "db-v6"
+    db.mkdir(parents=True)
+    var.chmod(0o755)
+    db.chmod(0o755)
+    (open_tree / "link").symlink_to(db)
+    assert open_to_others(open_tree / "link") == db
+    db.chmod(0o750)  # Debian's /var/lib/orthanc
+    assert open_to_others(db) is None
+    db.chmod(0o755)
+    var.chmod(0o750)  # a closed parent protects everything below it
+    assert open_to_others(db) is None
+    (tmp_path / "db").mkdir(mode=0o755)
+    assert open_to_others(tmp_path / "db") is None  # pytest's own folder is 0700
