@@ -61,3 +61,46 @@ def test_the_portable_modules_pass_their_unit_tests_under_windows_shape():
     tail = "\n".join((done.stdout + done.stderr).splitlines()[-25:])
     assert done.returncode == 0, tail
     assert " passed" in done.stdout and "failed" not in done.stdout, tail
+
+
+PLAN_STEPS = """  - preflight
+  - stop-service: {{timeout: 60}}
+  - snapshot
+  - relocate: {{to: {to}}}
+  - upgrade: {{timeout: 120, stall: 20}}
+  - start-service: {{timeout: 60}}
+  - health-check: {{timeout: 60}}
+"""
+SHAPED_ENV = {"PYTHONPATH": str(SHAPE), "USER": os.environ.get("USER", "root")}
+
+
+@pytest.mark.orthanc
+def test_plan_of_the_process_manager_under_windows_shape(world_factory):
+    import json
+
+    w = world_factory().start()
+    plan = w.plan(PLAN_STEPS.format(to=json.dumps(str(w.db.parent / "db-v7"))))
+    rc, out, err = w.cli("plan", str(plan), env=SHAPED_ENV)
+    assert rc == 0, (out, err)
+    assert out["ok"] and [s["status"] for s in out["steps"]].count("would do") == len(out["steps"])
+
+
+@pytest.mark.orthanc
+@pytest.mark.xfail(strict=True, reason="cli/run_cmds.py:200 reads signal.SIGHUP, which Windows "
+                                       "lacks (owned elsewhere; remove this mark once fixed)")
+def test_run_then_crash_and_rollback_under_windows_shape(world_factory):
+    import json
+
+    from tests.harness.world import sha256
+
+    w = world_factory().start()
+    plan = w.plan(PLAN_STEPS.format(to=json.dumps(str(w.db.parent / "db-v7"))))
+    rc, out, err = w.cli("run", str(plan), env=SHAPED_ENV)
+    assert rc == 0, (out, err)
+    config = sha256(w.config)
+    plan2 = w.plan(PLAN_STEPS.format(to=json.dumps(str(w.db.parent / "db-v8"))), name="p2.yaml")
+    rc, out, err = w.cli("run", str(plan2), env={"ORCHESTRATOR_TEST_CRASH_AT": "upgrade:before"})
+    assert rc == -9, (out, err)
+    rc, out, err = w.cli("rollback", str(plan2), env=SHAPED_ENV)
+    assert rc == 0 and sha256(w.config) == config, (out, err)
+    assert w.counts() is not None
