@@ -148,5 +148,5 @@ def _kind(mode: int) -> str:
 
 
 def _not_regular(p: str, what: str, kind: str) -> InputError:
-    return InputError(f"{p}: {kind}; a {what} must be a regular file",
+    return InputError(f"{p}: {kind}; the {what} must be a regular file",
                       hint=f"give the path of the {what} itself")

@@ -59,7 +59,7 @@ def test_a_fifo_is_refused_at_once(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(InputError) as err:
         read_regular_file(fifo, 1 << 20, what="plan")  # would block forever without O_NONBLOCK
-    assert err.value.message == f"{fifo}: is a FIFO (named pipe); a plan must be a regular file"
+    assert err.value.message == f"{fifo}: is a FIFO (named pipe); the plan must be a regular file"
 
 
 @pytest.mark.parametrize("path, kind", [("/dev/null", "a character device"), ("/", "a folder")])
