@@ -8,7 +8,7 @@ ignore it. A run is *open* until a `run-finished` record says it ended cleanly
 `resume` finish it.
 
 The journal is opened without following symlinks, in a private folder
-(`orchestrator.lock.open_state_file`); the run lock lives in `orchestrator.lock`.
+(`orchestrator.statefile`); the run lock lives in `orchestrator.lock`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError, OrchestratorError
-from orchestrator.lock import WINDOWS, UnsafeStatePathError, open_state_file
-from orchestrator.lock import safe_lock_name as safe_name  # one rule for state file names
 from orchestrator.lock import RunLock, read_lock_owner  # noqa: F401  (moved to lock.py; alias)
+from orchestrator.statefile import WINDOWS, UnsafeStatePathError, open_state_file, safe_name
 
 
 class JournalWriteError(OrchestratorError):

@@ -13,9 +13,9 @@ import pytest
 
 from orchestrator.errors import ExitCode, JournalOpenError
 from orchestrator.journal import Event, Journal
-from orchestrator.lock import (LOCK_DIR_ENV, WINDOWS, OrthancLock, RunLock, UnsafeStatePathError,
-                               config_key, database_key, index_key, lock_dir, read_lock_owner,
-                               sqlite_key)
+from orchestrator.lock import (LOCK_DIR_ENV, OrthancLock, RunLock, config_key, database_key,
+                               index_key, lock_dir, read_lock_owner, sqlite_key)
+from orchestrator.statefile import WINDOWS, UnsafeStatePathError
 
 ROOT = Path(__file__).resolve().parents[2]
 
