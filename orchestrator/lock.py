@@ -1,4 +1,4 @@
-"""Run locks, and the safe opening of the tool's own state files.
+"""Run locks: one per state folder and service, one per Orthanc.
 
 Two locks guard a run, both taken before anything is read or changed:
 - `RunLock`: `<state_dir>/<service>.lock`, one per state folder and service name (it guards
