@@ -4,12 +4,17 @@ An `OrchestratorError` is something the operator can act on: the CLI prints its
 message and hint on one line each, with no traceback, and exits with its code.
 Any other exception is a bug: the CLI prints the traceback and exits with
 `ExitCode.INTERNAL`.
+
+Messages and hints are redacted when the error is made: a URL's credentials never
+reach the terminal, a log line or the journal through an error, whoever wrote it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+
+from orchestrator.secrets import redact_text
 
 
 class ExitCode(IntEnum):
@@ -47,9 +52,10 @@ class OrchestratorError(Exception):
 
     def __init__(self, message: str, hint: str | None = None, *,
                  completed: Completed | None = None, exit_code: ExitCode | None = None):
+        message = redact_text(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = redact_text(hint) if hint else hint
         self.completed = completed
         if exit_code is not None:
             self.exit_code = exit_code

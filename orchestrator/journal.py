@@ -1,4 +1,4 @@
-"""The run journal (append-only JSON lines, one per service) and the run lock.
+"""The run journal: append-only JSON lines, one file per service.
 
 Every record is fsynced before the call returns, so after a crash the file
 holds a true account of what started and what finished. A torn last line (a
@@ -7,17 +7,14 @@ ignore it. A run is *open* until a `run-finished` record says it ended cleanly
 (done, refused, or rolled back completely); `status` reads it, `rollback` and
 `resume` finish it.
 
-The lock is an flock (msvcrt lock on Windows) on `<service>.lock` holding the owner's PID, host and
-start time; the kernel drops it when the owner dies, so a lock file naming a
-dead PID is stale by construction and is taken over with a message.
+The journal is opened without following symlinks, in a private folder
+(`orchestrator.statefile`); the run lock lives in `orchestrator.lock`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,7 +22,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import InputError, JournalOpenError, OrchestratorError
+from orchestrator.errors import InputError, OrchestratorError
+from orchestrator.lock import RunLock, read_lock_owner  # noqa: F401  (moved to lock.py; alias)
+from orchestrator.statefile import WINDOWS, UnsafeStatePathError, open_state_file, safe_name
 
 
 class JournalWriteError(OrchestratorError):
@@ -159,12 +158,6 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def safe_name(name: str) -> str:
-    """A service name made safe as a file name (no separators, no leading dot or dash)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.@-]", "_", name).lstrip(".-")
-    return cleaned or "service"
-
-
 class Journal:
     """Append-only JSON-lines journal at `path`; each append is fsynced."""
 
@@ -184,10 +177,8 @@ class Journal:
         record = {"event": event.value, "time": round(time.time(), 3), **fields}
         line = json.dumps(record, sort_keys=False, default=str, ensure_ascii=True) + "\n"
         try:
-            created = not self.path.exists()
-            if created:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            created = not os.path.lexists(self.path)
+            fd = open_state_file(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, what="journal")
             try:
                 self._repair(fd)
                 os.write(fd, line.encode("ascii"))
@@ -231,9 +222,11 @@ class Journal:
     def records(self) -> tuple[list[dict], bool]:
         """Return every complete record and whether a torn last line was skipped."""
         try:
-            data = self.path.read_bytes()
+            data = _read_nofollow(self.path)
         except FileNotFoundError:
             return [], False
+        except UnsafeStatePathError:
+            raise
         except OSError as exc:
             raise InputError(f"cannot read the journal {self.path}: {exc.strerror}",
                              hint="check the state folder's permissions") from exc
@@ -330,7 +323,20 @@ class MemoryJournal(Journal):
         return list(self.lines), False
 
 
+def _read_nofollow(path: Path) -> bytes:
+    """Read the journal, refusing a symlink planted in its place."""
+    if os.path.islink(path):
+        raise UnsafeStatePathError(f"the journal {path} is a symlink (to {os.readlink(path)}); "
+                                   "refusing to follow it", hint=f"remove the symlink {path}")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
 def _fsync_dir(path: Path) -> None:
+    """Make a new journal's folder entry durable (POSIX; Windows cannot open a folder)."""
+    if WINDOWS:
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -341,139 +347,3 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# -- the run lock ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LockOwner:
-    pid: int
-    host: str
-    started: float
-    command: str = ""
-
-    def describe(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
-        return f"pid {self.pid} on {self.host}, {self.command or 'a run'} started {when}"
-
-
-class RunLock:
-    """An exclusive, non-blocking flock on `<state_dir>/<service>.lock`."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.fd: int | None = None
-        self.recovered: LockOwner | None = None  # a stale owner we took over from
-
-    @classmethod
-    def for_service(cls, state_dir: Path, service: str) -> RunLock:
-        return cls(Path(state_dir) / f"{safe_name(service)}.lock")
-
-    def acquire(self, command: str) -> RunLock:
-        """Take the lock or raise JournalOpenError naming the live owner."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise InputError(f"cannot create the run lock {self.path}: {exc.strerror or exc}",
-                             hint="run as root, or give a writable --state-dir") from exc
-        if not _try_lock(fd):
-            owner = _read_owner(fd)
-            os.close(fd)
-            who = owner.describe() if owner else "another process"
-            raise JournalOpenError(f"another run holds the lock {self.path} ({who})",
-                                   hint="wait for it to finish; `orchestrator status` shows it") from None
-        previous = _read_owner(fd)
-        if previous is not None and previous.pid != os.getpid():
-            # The kernel dropped the flock when that process died: its file is stale.
-            self.recovered = previous
-        owner = LockOwner(os.getpid(), socket.gethostname(), time.time(), command)
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(owner.__dict__).encode() + b"\n")
-        os.fsync(fd)
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        """Drop the lock and clear the owner record."""
-        if self.fd is None:
-            return
-        try:
-            os.ftruncate(self.fd, 0)
-            _unlock(self.fd)
-        finally:
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def stale_message(self) -> str | None:
-        """The message for a recovered stale lock (None when there was none)."""
-        if self.recovered is None:
-            return None
-        return f"recovered a stale lock left by {self.recovered.describe()} (no longer running)"
-
-
-def _read_owner(fd: int) -> LockOwner | None:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        data = os.read(fd, 4096)
-        info = json.loads(data or b"null")
-        if not isinstance(info, dict):
-            return None
-        return LockOwner(int(info["pid"]), str(info.get("host", "?")),
-                         float(info.get("started", 0)), str(info.get("command", "")))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def read_lock_owner(path: Path) -> LockOwner | None:
-    """Who holds the lock right now (None when nobody does), without taking it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        if not _try_lock(fd, shared=True):
-            return _read_owner(fd)
-        _unlock(fd)
-        return None
-    finally:
-        os.close(fd)
-
-
-def _try_lock(fd: int, shared: bool = False) -> bool:
-    """Take a non-blocking lock on the whole file (flock; msvcrt on Windows)."""
-    if os.name == "nt":
-        import msvcrt
-
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-    import fcntl
-
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def _unlock(fd: int) -> None:
-    if os.name == "nt":
-        import msvcrt
-
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        return
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_UN)

@@ -1,13 +1,21 @@
-"""Run child processes: argv lists only, never a shell, with a time limit."""
+"""Run child processes: argv lists only, never a shell, with a time limit.
+
+Children get a scrubbed environment: the variables named secret (the plan's
+`password_env`, and any a caller hides) are dropped, so a password reaches neither
+`Orthanc --version`, a service manager nor anything they start. A value a caller
+passes in `env` is passed on: that child needs it. An argv holding a secret's value is
+refused, and a secret value in a child's output is replaced by *** before anyone reads it.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from orchestrator.errors import CommandError, Completed
+from orchestrator.secrets import MIN_SCRUBBED, scrub
 
 
 class Runner(Protocol):
@@ -18,18 +26,40 @@ class Runner(Protocol):
             input: str | None = None) -> Completed: ...
 
 
+def child_env(hidden: Iterable[str], env: Mapping[str, str] | None = None,
+              base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child: `base` (default: ours) without the `hidden` variables,
+    plus what the caller gives in `env` (given on purpose, so kept)."""
+    drop = set(hidden)
+    out = {k: v for k, v in (os.environ if base is None else base).items() if k not in drop}
+    out.update(env or {})
+    return out
+
+
+def secret_values(hidden: Iterable[str], base: Mapping[str, str] | None = None) -> list[str]:
+    """The values of the hidden variables that are set (what must never be shown)."""
+    src = os.environ if base is None else base
+    return [src[n] for n in set(hidden) if src.get(n)]
+
+
 class RealRunner:
-    """Run commands on this machine with subprocess (no shell, ever)."""
+    """Run commands on this machine with subprocess (no shell, ever), keeping secrets in."""
+
+    def __init__(self, *, hidden_env: Iterable[str] = ()):
+        self.hidden_env: set[str] = set(hidden_env)
+
+    def hide(self, *names: str) -> None:
+        """Mark more environment variables secret: no child started later sees them."""
+        self.hidden_env.update(n for n in names if n)
 
     def run(self, argv: Sequence[str], *, timeout: float, check: bool = True,
             env: Mapping[str, str] | None = None, cwd: str | None = None,
             input: str | None = None) -> Completed:
         """Run argv; raise CommandError on a missing program, a time-out, or (check) rc != 0."""
         argv = tuple(str(a) for a in argv)
-        full_env = None
-        if env is not None:
-            full_env = dict(os.environ)
-            full_env.update(env)
+        secrets = secret_values(self.hidden_env)
+        self._refuse_secret_argv(argv, secrets)
+        full_env = child_env(self.hidden_env, env)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, errors="replace",
                                   timeout=timeout, env=full_env, cwd=cwd, input=input,
@@ -43,13 +73,22 @@ class RealRunner:
         except subprocess.TimeoutExpired as exc:
             raise CommandError(f"{' '.join(argv[:3])} did not finish in {timeout:.0f}s",
                                hint="the program hangs; see its logs",
-                               completed=Completed(argv, -1, _text(exc.stdout),
-                                                   _text(exc.stderr))) from exc
-        done = Completed(argv, proc.returncode, proc.stdout, proc.stderr)
+                               completed=Completed(argv, -1, scrub(_text(exc.stdout), secrets),
+                                                   scrub(_text(exc.stderr), secrets))) from exc
+        done = Completed(argv, proc.returncode, scrub(proc.stdout, secrets),
+                         scrub(proc.stderr, secrets))
         if check and proc.returncode != 0:
             raise CommandError(f"{' '.join(argv[:3])} exited with {proc.returncode}: {done.tail(3)}",
                                completed=done)
         return done
+
+    def _refuse_secret_argv(self, argv: tuple[str, ...], secrets: list[str]) -> None:
+        for value in secrets:
+            if len(value) >= MIN_SCRUBBED and any(value in a for a in argv):
+                raise CommandError(f"refusing to run {argv[0]}: an argument holds a secret "
+                                   "(the value of a password variable)",
+                                   hint="pass secrets through a file or the environment, "
+                                        "never on a command line")
 
 
 def _text(data: bytes | str | None) -> str:

@@ -1,19 +1,25 @@
 """HTTP credentials for Orthanc: from an environment variable, a file, netrc or the URL.
 
 A password never appears in a URL we print, an argv we run, a log line or the
-journal: `redact_url` is applied to every URL before it is shown.
+journal: `redact_url` (orchestrator.secrets) is applied to every URL before it is shown,
+and every error message is redacted again on its way out.
 """
 
 from __future__ import annotations
 
 import netrc
 import os
+import re
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from orchestrator.errors import InputError
+from orchestrator.secrets import parse_authority, redact_url
+
+__all__ = ["Credentials", "split_url", "redact_url", "read_password_file", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -29,42 +35,39 @@ class Credentials:
 
 
 def split_url(url: str) -> tuple[str, Credentials | None]:
-    """Return the URL without user:pass@ and the credentials it carried, if any."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # validates the port
-    except ValueError as exc:
-        raise InputError(f"bad URL {redact_url(url)}: {exc}",
-                         hint="use http(s)://host:port, e.g. http://127.0.0.1:8042") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"bad URL {redact_url(url)}: expected http:// or https:// and a host",
+    """Return the URL without user:pass@ and the credentials it carried, if any.
+
+    The userinfo runs to the last `@`, so a password holding `/ # ? @ :` (escaped or
+    not) is taken whole; no part of it reaches the returned URL or an error message.
+    """
+    shown = redact_url(url)
+    parts = parse_authority(url.strip())
+    if parts is None or parts.scheme.lower() not in ("http", "https"):
+        raise InputError(f"bad URL {shown}: expected http:// or https:// and a host",
                          hint="e.g. http://127.0.0.1:8042")
+    host, port = _host_port(parts.hostport, shown)
     creds = None
-    if parts.username is not None:
-        creds = Credentials(unquote(parts.username), unquote(parts.password or ""))
-    host = parts.hostname
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
+    if parts.userinfo is not None:
+        creds = Credentials(parts.username or "", parts.password or "")
+    path = parts.rest
+    for sep in "?#":
+        path = path.split(sep, 1)[0]
     netloc = host if port is None else f"{host}:{port}"
-    clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    return clean, creds
+    return f"{parts.scheme.lower()}://{netloc}{path.rstrip('/')}", creds
 
 
-def redact_url(url: str) -> str:
-    """Replace the password of a URL with *** (and keep it printable)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = quote(unquote(parts.username or ""), safe="")
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
-    except ValueError:
-        # Unparseable: cut whatever stands between :// and the last @.
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-        return url
+def _host_port(hostport: str, shown: str) -> tuple[str, int | None]:
+    """Check `host[:port]` (an IPv6 literal in brackets); never echo it unredacted."""
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::(\d{1,5}))?", hostport)
+    if m is None:
+        raise InputError(f"bad URL {shown}: expected http(s)://host[:port]",
+                         hint="e.g. http://127.0.0.1:8042; escape a password's reserved "
+                              "characters as %XX, or use password_env")
+    port = int(m.group(2)) if m.group(2) else None
+    if port is not None and not 0 < port < 65536:
+        raise InputError(f"bad URL {shown}: port {port} is out of range",
+                         hint="e.g. http://127.0.0.1:8042")
+    return m.group(1).lower(), port
 
 
 def read_password_file(path: str | Path) -> str:
@@ -75,7 +78,8 @@ def read_password_file(path: str | Path) -> str:
     except OSError as exc:
         raise InputError(f"cannot read password file {p}: {exc.strerror}",
                          hint="create it with mode 0600, holding the password alone") from exc
-    if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    posix = os.name == "posix" and sys.platform != "win32"  # Windows: ACLs, not mode bits
+    if posix and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InputError(f"password file {p} is readable by others (mode {stat.S_IMODE(st.st_mode):o})",
                          hint=f"chmod 600 {p}")
     try:
