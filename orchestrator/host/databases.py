@@ -267,7 +267,7 @@ class Databases:
         self._check_space(conn, path.parent, need)
         tool = "pg_dump -Fc" if conn.engine is Engine.POSTGRESQL else \
             "mariadb-dump --single-transaction --routines --triggers"
-        text = f"dump database {conn.database} ({conn.where}) to {path} with {tool}"
+        text = f"dump database {conn.database} to {path} with {tool} ({conn.where})"
         dry = Dump(path, conn.engine, conn.database, None, need, 0.0)
         return self.changes.apply(text, self._dump, client, conn, path, timeout,
                                   dry_result=dry)

@@ -65,8 +65,7 @@ def _option(value: str) -> str:
 def option_file(conn: Connection) -> str:
     """The [client] section that carries the connection and its password."""
     lines = ["[client]", f"user={_option(conn.user)}", f"password={_option(conn.password)}",
-             f"host={_option(conn.host or 'localhost')}", f"port={conn.port}",
-             f"connect-timeout={CONNECT_TIMEOUT}"]
+             f"host={_option(conn.host or 'localhost')}", f"port={conn.port}"]
     if conn.socket:
         lines.append(f"socket={_option(conn.socket)}")
     return "\n".join(lines) + "\n"
@@ -96,7 +95,8 @@ class MySQLClient:
     def _sql(self, conn: Connection, database: str | None, sql: str,
              timeout: float = 30.0) -> list[tuple[str, ...]]:
         with self._options(conn) as opt:
-            argv = [self._tool("mariadb", "mysql"), opt, "--batch", "--skip-column-names"]
+            argv = [self._tool("mariadb", "mysql"), opt, "--batch", "--skip-column-names",
+                    f"--connect-timeout={CONNECT_TIMEOUT}"]
             if database:
                 argv.append(f"--database={database}")
             done = run_tool(self.runner, conn, argv, classify, timeout=timeout, input=sql)

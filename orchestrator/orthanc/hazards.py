@@ -9,9 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from collections.abc import Sequence
+
+from orchestrator.host.databases import Engine
+from orchestrator.orthanc.backends import DatabaseSection
 from orchestrator.orthanc.binary import OrthancVersion, expected_schema, schema_is_known
 from orchestrator.orthanc.config import OrthancConfig
 from orchestrator.orthanc.index import IndexFacts
+from orchestrator.orthanc.plugin_index import DatabaseIndexFacts, max_revision
 
 # Orthanc 1.9.2 .. 1.12.7 deadlock on any SQLite --upgrade from these schemas (fixed in 1.12.8).
 DEADLOCK_FIRST, DEADLOCK_LAST = (1, 9, 2), (1, 12, 7)
@@ -44,14 +49,22 @@ class Hazard:
 
 
 def assess(config: OrthancConfig | None, index: IndexFacts | None,
-           version: OrthancVersion | None, *, binary_error: str | None = None) -> list[Hazard]:
+           version: OrthancVersion | None, *, binary_error: str | None = None,
+           backends: Sequence[DatabaseSection] = (), database: DatabaseIndexFacts | None = None,
+           plugin_version: str | None = None,
+           target_plugin_version: str | None = None) -> list[Hazard]:
     """Return the hazards these facts show, blockers first (stable order within a severity).
 
     `binary_error`: why the binary's version could not be read, if it was tried.
+    `backends` (orthanc/backends.py), `database` (orthanc/plugin_index.py) and the
+    installed / planned index plugin versions add the database hazards.
     """
     found: list[Hazard] = []
     if config is not None:
         found += _config_hazards(config)
+    if backends:
+        found += database_hazards(config, backends, database, plugin_version,
+                                  target_plugin_version)
     sqlite = config is None or config.index_backend == "sqlite"
     if index is not None and sqlite:
         found += _index_hazards(index)
@@ -189,4 +202,73 @@ def _version_hazards(v: OrthancVersion, ix: IndexFacts | None, sqlite: bool) -> 
                               f"an Orthanc >= 1.12 has opened this index; Orthanc {v} would fail "
                               "every new store with HTTP 500", "use Orthanc >= 1.12, or restore "
                                                                "the snapshot taken before"))
+    return out
+
+
+def database_hazards(config: OrthancConfig | None, backends: Sequence[DatabaseSection],
+                     db: DatabaseIndexFacts | None, plugin: str | None,
+                     target: str | None = None) -> list[Hazard]:
+    """Hazards of an index or storage kept in PostgreSQL / MySQL (docs/databases.md)."""
+    out: list[Hazard] = []
+    for s in backends:
+        if s.files_on_disk:
+            out.append(Hazard("copied-index-shares-files", Severity.WARNING,
+                              f"{s.place()}: the index is in {s.engine.value} but the attachments "
+                              "are files: an Orthanc started on a copy of the database deletes "
+                              "files the original still lists",
+                              "never delete through a clone or restored copy while the original "
+                              "may come back; hard-link the storage folder for the copy"))
+    if config is not None:
+        for entry in config.plugins:
+            if not any(str(f) == entry or str(f.parent) == entry for f in config.plugin_files):
+                out.append(Hazard("plugin-not-found", Severity.WARNING,
+                                  f"Plugins lists {entry}, where no plugin library was found",
+                                  "check the path (Debian: /usr/share/orthanc/plugins)"))
+    index = next((s for s in backends if s.index), None)
+    if index is None or db is None:
+        return out
+    if not db.reachable:
+        out.append(Hazard("database-unreachable", Severity.BLOCKER,
+                          f"{index.place()}: {db.error}", "check the section's Host, Port, "
+                                                          "Username and Password"))
+        return out
+    if db.error:
+        out.append(Hazard("database-unreadable", Severity.BLOCKER, f"{index.place()}: {db.error}",
+                          "check Database in the section"))
+        return out
+    out += _revision_hazards(index, db, plugin, target)
+    if db.server is not None and not db.server.can_create_db and index.engine is Engine.POSTGRESQL:
+        out.append(Hazard("role-cannot-create-db", Severity.WARNING,
+                          f"role {index.user} has no CREATEDB: a relocate (clone) or a restore "
+                          "into a fresh database is refused", f"ALTER ROLE {index.user} CREATEDB"))
+    if db.in_use:
+        out.append(Hazard("database-in-use", Severity.INFO,
+                          f"an Orthanc holds the plugin's lock on {db.database}",
+                          "a clone needs every node stopped; a dump works online"))
+    return out
+
+
+def _revision_hazards(s: DatabaseSection, db: DatabaseIndexFacts, plugin: str | None,
+                      target: str | None) -> list[Hazard]:
+    out: list[Hazard] = []
+    if db.revision is None:
+        return out
+    for label, version in (("installed", plugin), ("planned", target)):
+        accepts = max_revision(s.engine, version)
+        if accepts is not None and db.revision > accepts:
+            code = "plugin-revision-too-new" if label == "installed" else \
+                "plugin-downgrade-meets-newer-revision"
+            out.append(Hazard(code, Severity.BLOCKER,
+                              f"the {s.engine.value} index is at revision {db.revision}; the "
+                              f"{label} plugin {version} accepts at most {accepts}: Orthanc "
+                              "will not start", "restore the dump taken before the newer plugin "
+                                                "touched the database (MySQL cannot go back "
+                                                "otherwise)"))
+    now, then = max_revision(s.engine, plugin), max_revision(s.engine, target)
+    if then is not None and now is not None and then > db.revision:
+        out.append(Hazard("plugin-migrates-on-start", Severity.WARNING,
+                          f"plugin {target} moves the index from revision {db.revision} to "
+                          f"{then} at its first ordinary start (not through --upgrade)",
+                          "dump or clone the database before the new plugin starts; stop every "
+                          "node that shares it"))
     return out
