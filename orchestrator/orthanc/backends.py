@@ -125,9 +125,13 @@ def index_database(config: OrthancConfig) -> DatabaseSection | None:
             return s
     for s in sections:
         if not s.enabled:
-            why = "; ".join(s.not_true) or "EnableIndex is not set"
+            if s.not_true:
+                effect = (f"{'; '.join(s.not_true)}: with the plugin loaded Orthanc stops "
+                          "(\"not a Boolean as expected\"), without it Orthanc uses SQLite")
+            else:
+                effect = "EnableIndex is not true: Orthanc uses SQLite, not this database"
             raise BackendDisabledError(f"{s.place('EnableIndex')}: the section is present but "
-                                       f"not enabled ({why}): Orthanc uses SQLite",
+                                       f"not enabled ({effect})",
                                        hint="set \"EnableIndex\": true (a JSON Boolean) if the "
                                             "index lives there; otherwise remove the section")
     return None

@@ -390,8 +390,9 @@ class _Reader:
                     disabled.append(f"{section}.{flag}")
                     self.warnings.append(
                         f"{self.place(section)}: {section}.{flag} is {_json_type(value)} "
-                        f"{json.dumps(value)[:40]}, not true: Orthanc does not use {section} for "
-                        f"the {'index' if flag == 'EnableIndex' else 'storage'}")
+                        f"{json.dumps(value)[:40]}, not true: with the {backend} plugin loaded "
+                        "Orthanc stops (\"is not a Boolean as expected\"); without it, the "
+                        f"{'index' if flag == 'EnableIndex' else 'storage'} stays in SQLite/files")
             if not enabled and not flagged:
                 disabled.append(section)
                 self.warnings.append(

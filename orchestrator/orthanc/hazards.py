@@ -101,6 +101,13 @@ def _config_hazards(c: OrthancConfig) -> list[Hazard]:
                                                "up with the backend's own tools"))
     for name in c.disabled_backends:
         section = name.split(".")[0]
+        marker = BACKEND_PLUGIN_MARKERS.get(section.lower(), section.lower())
+        if "." in name and any(marker in p.name.lower() for p in c.plugin_files):
+            out.append(Hazard("backend-flag-not-boolean", Severity.BLOCKER,
+                              f"{name} is not a JSON Boolean and the {section} plugin is loaded: "
+                              "Orthanc stops at start (\"is not a Boolean as expected\")",
+                              f"write true or false, without quotes, in \"{section}\""))
+            continue
         out.append(Hazard("backend-not-enabled", Severity.WARNING,
                           f"{name} is present but not exactly true: Orthanc uses SQLite and the "
                           "filesystem, not " + section,

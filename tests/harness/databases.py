@@ -112,7 +112,8 @@ class PostgresServer:
             self.proc = subprocess.Popen(
                 [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
                  "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1",
-                 "-c", "fsync=off", "-c", "max_connections=60"],
+                 "-c", "fsync=off", "-c", "max_connections=60",
+                 "-c", "log_statement=ddl"],  # so a test can prove a dry run wrote nothing
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 user=user.pw_uid, group=user.pw_gid, start_new_session=True)
             log.close()
@@ -134,6 +135,12 @@ class PostgresServer:
                 return True
             time.sleep(0.1)
         return False
+
+    def log_text(self) -> str:
+        try:
+            return (self.root / "postgres.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, n: int = 5) -> str:
         try:
