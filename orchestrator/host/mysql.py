@@ -45,6 +45,9 @@ def classify(stderr: str) -> tuple[type[DatabaseError], str, str] | None:
             "GRANT the plugin's user CREATE (and ALL) on the new database's name"
     if code == 1007:
         return DatabaseExistsError, "the database already exists", "choose another name"
+    if "insufficient privileges to SHOW CREATE" in stderr:
+        return DatabaseError, f"the user cannot read a stored procedure: {last}", \
+            "dump as the plugin's own user (the procedures' definer)"
     if code == 1049:
         return DatabaseMissingError, f"unknown database: {last}", "check Database in the section"
     return None
@@ -153,23 +156,32 @@ class MySQLClient:
 
     def restore(self, conn: Connection, dump: Path, name: str, *, timeout: float) -> None:
         """Create `name` (utf8mb4_unicode_ci) and load the dump; drop it again on failure."""
-        if "\n" in str(dump):
-            raise DatabaseError(conn, f"cannot restore from {dump!r}", "rename the dump file")
         self.create(conn, name)
+        self._load(conn, dump, name, timeout)
+
+    def clone(self, conn: Connection, name: str, owner: str, *, timeout: float) -> None:
+        """MySQL has no template databases: create `name` first (so a refusal comes before
+        any work), then dump the old one and load it there."""
+        self.create(conn, name)
+        folder = Path(tempfile.mkdtemp(prefix="orchestrator-clone-"))
         try:
+            try:
+                self.dump(conn, folder / "clone.sql", timeout=timeout)
+            except BaseException:
+                self.drop(conn, name)
+                raise
+            self._load(conn, folder / "clone.sql", name, timeout)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _load(self, conn: Connection, dump: Path, name: str, timeout: float) -> None:
+        try:
+            if "\n" in str(dump):
+                raise DatabaseError(conn, f"cannot load {dump!r}", "rename the dump file")
             self._sql(conn, name, f"source {dump}\n", timeout)
         except BaseException:
             self.drop(conn, name)
             raise
-
-    def clone(self, conn: Connection, name: str, owner: str, *, timeout: float) -> None:
-        """MySQL has no template databases: dump, then restore into `name`."""
-        folder = Path(tempfile.mkdtemp(prefix="orchestrator-clone-"))
-        try:
-            self.dump(conn, folder / "clone.sql", timeout=timeout)
-            self.restore(conn, folder / "clone.sql", name, timeout=timeout)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     def rename(self, conn: Connection, old: str, new: str) -> None:
         raise UnsupportedError(conn, "MySQL cannot rename a database",
