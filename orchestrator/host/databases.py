@@ -30,7 +30,11 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
-from orchestrator.errors import CommandError, Completed, InputError, RefusedError
+from orchestrator.errors import InputError
+from orchestrator.host.database_errors import (  # noqa: F401  (re-exported: the port's errors)
+    ClientToolMissingError, CreateDatabaseDeniedError, DatabaseAuthError, DatabaseBusyError,
+    DatabaseError, DatabaseExistsError, DatabaseMissingError, DatabaseUnreachableError,
+    DumpSpaceError, OwnerMismatchError, UnsupportedError, run_tool)
 from orchestrator.host.changes import Changes
 from orchestrator.host.runner import Runner
 
@@ -69,57 +73,6 @@ class Connection:
         if self.host.startswith("/"):
             return f"socket {self.host}/.s.PGSQL.{self.port}"
         return f"{self.host}:{self.port}"
-
-
-# -- errors -------------------------------------------------------------------------------
-class DatabaseError(RefusedError):
-    """A database operation the operator can fix; names the config place and the server."""
-
-    def __init__(self, conn: Connection | None, message: str, hint: str | None = None, *,
-                 completed: Completed | None = None):
-        place = f"{conn.origin}: " if conn is not None and conn.origin else ""
-        super().__init__(place + message, hint, completed=completed)
-        self.connection = conn
-
-
-class DatabaseUnreachableError(DatabaseError):
-    """No server answers at the configured address."""
-
-
-class DatabaseAuthError(DatabaseError):
-    """The server refused the user name or password."""
-
-
-class CreateDatabaseDeniedError(DatabaseError):
-    """The role may not create databases (no CREATEDB)."""
-
-
-class DatabaseExistsError(DatabaseError):
-    """The target database name is taken."""
-
-
-class DatabaseMissingError(DatabaseError):
-    """The database named does not exist."""
-
-
-class DatabaseBusyError(DatabaseError):
-    """Someone is connected to a database that must be idle (a template for a clone)."""
-
-
-class DumpSpaceError(DatabaseError):
-    """The dump's folder has less free space than the database's size."""
-
-
-class ClientToolMissingError(DatabaseError):
-    """A client program (pg_dump, psql, mariadb-dump, ...) is not installed."""
-
-
-class OwnerMismatchError(DatabaseError):
-    """A database made by the tool ended up owned by another role."""
-
-
-class UnsupportedError(DatabaseError):
-    """The engine has no such operation."""
 
 
 def check_name(name: str) -> str:
@@ -380,29 +333,3 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def run_tool(runner: Runner, conn: Connection, argv: list[str], classify, *, timeout: float,
-             env: dict[str, str] | None = None, input: str | None = None) -> Completed:
-    """Run one client program; translate its failure into the DatabaseError `classify` picks.
-
-    `classify(stderr)` returns (error class, message, hint) or None for an
-    unrecognised failure (then a plain DatabaseError with the stderr tail).
-    """
-    try:
-        return runner.run(argv, timeout=timeout, env=env, input=input)
-    except CommandError as exc:
-        if exc.completed is None and isinstance(exc.__cause__, FileNotFoundError):
-            raise ClientToolMissingError(conn, f"{argv[0]} is not installed",
-                                         "install the database's client tools (Debian: "
-                                         "postgresql-client or mariadb-client)") from None
-        done = exc.completed
-        if done is None or done.returncode < 0:
-            raise DatabaseError(conn, f"{argv[0]} failed: {exc.message}", exc.hint,
-                                completed=done) from None
-        found = classify(done.stderr)
-        if found is None:
-            raise DatabaseError(conn, f"{argv[0]} exited with {done.returncode}: {done.tail(2)}",
-                                completed=done) from None
-        cls, message, hint = found
-        raise cls(conn, message, hint, completed=done) from None

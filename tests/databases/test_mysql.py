@@ -80,10 +80,10 @@ def test_bad_inputs(mariadb, site_factory, tmp_path):
     assert not read_database_index(unreachable, site.databases).reachable
     with pytest.raises(DatabaseUnreachableError) as info:
         site.databases.dump(unreachable.connection(), tmp_path / "x.sql")
-    _one_line(info.value, site.section)
+    _one_line(info.value, site.section, "Host")
     with pytest.raises(DatabaseAuthError) as info:
         site.databases.clone(replace(site.section, password="wrong").connection(), "bad_next")
-    _one_line(info.value, site.section)
+    _one_line(info.value, site.section, "Password")
     with pytest.raises(DatabaseExistsError):
         site.databases.clone(site.conn, "facts" if _has(mariadb, "facts") else "mysql")
     with pytest.raises(UnsupportedError):
@@ -91,7 +91,7 @@ def test_bad_inputs(mariadb, site_factory, tmp_path):
     mariadb.add_user("limited", PASSWORD, global_create=False, database="bad")
     with pytest.raises(CreateDatabaseDeniedError) as info:
         site.databases.clone(replace(site.section, user="limited").connection(), "bad_next")
-    _one_line(info.value, site.section)
+    _one_line(info.value, site.section, "Username")
     assert not _has(mariadb, "bad_next")
 
 
@@ -100,6 +100,8 @@ def _has(mariadb, name: str) -> bool:
                        f"WHERE SCHEMA_NAME = '{name}';") == "1"
 
 
-def _one_line(err, section) -> None:
-    assert err.message.startswith(f"{section.file}: MySQL: "), err.message
+def _one_line(err, section, key: str | None = None) -> None:
+    assert err.key == key
+    key = f".{key}" if key else ""
+    assert err.message.startswith(f"{section.file}: MySQL{key}: "), err.message
     assert "\n" not in err.message and err.hint and PASSWORD not in err.message

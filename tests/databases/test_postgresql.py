@@ -95,7 +95,7 @@ def test_clone_refused_while_orthanc_is_connected(postgres, site_factory):
     site = site_factory(postgres, "busy")
     with pytest.raises(DatabaseBusyError) as info:
         site.databases.clone(site.conn, "busy_next")
-    assert info.value.message.startswith(f"{site.section.file}: PostgreSQL: ")
+    assert info.value.message.startswith(f"{site.section.file}: PostgreSQL.Database: ")
     assert not site.databases.exists(site.conn, "busy_next")
     # Past the check (someone connects in between), PostgreSQL itself refuses after ~5 s.
     with pytest.raises(DatabaseBusyError):
@@ -140,7 +140,7 @@ def test_unreachable_database(postgres, site_factory, tmp_path):
         "database-unreachable"
     with pytest.raises(DatabaseUnreachableError) as info:
         site.databases.dump(section.connection(), tmp_path / "x.dump")
-    _one_line(info.value, section)
+    _one_line(info.value, section, "Host")
 
 
 def test_wrong_password(postgres, site_factory, tmp_path):
@@ -148,7 +148,7 @@ def test_wrong_password(postgres, site_factory, tmp_path):
     section = replace(site.section, password="not-the-password")
     with pytest.raises(DatabaseAuthError) as info:
         site.databases.clone(section.connection(), "wrongpw_next")
-    _one_line(info.value, section)
+    _one_line(info.value, section, "Password")
     assert "not-the-password" not in info.value.message + (info.value.hint or "")
 
 
@@ -160,7 +160,7 @@ def test_role_without_createdb(postgres, site_factory):
     assert facts.server is not None and not facts.server.can_create_db
     with pytest.raises(CreateDatabaseDeniedError) as info:
         site.databases.clone(section.connection(), "nocreate_next")
-    _one_line(info.value, section)
+    _one_line(info.value, section, "Username")
     assert "CREATEDB" in info.value.hint
 
 
@@ -231,8 +231,10 @@ def test_flag_that_is_not_a_boolean_stops_orthanc(postgres, site_factory):
         index_database(config)
 
 
-def _one_line(err, section) -> None:
-    assert err.message.startswith(f"{section.file}: PostgreSQL: "), err.message
+def _one_line(err, section, key: str | None = None) -> None:
+    assert err.key == key
+    key = f".{key}" if key else ""
+    assert err.message.startswith(f"{section.file}: PostgreSQL{key}: "), err.message
     assert "\n" not in err.message and err.hint
     assert PASSWORD not in err.message
 
