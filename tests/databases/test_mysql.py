@@ -105,3 +105,40 @@ def _one_line(err, section, key: str | None = None) -> None:
     key = f".{key}" if key else ""
     assert err.message.startswith(f"{section.file}: MySQL{key}: "), err.message
     assert "\n" not in err.message and err.hint and PASSWORD not in err.message
+
+
+def test_facts_over_the_unix_socket(mariadb, site_factory):
+    mariadb.sql("CREATE DATABASE `socket` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;")
+    section = mariadb.section("socket", "orthanc", PASSWORD, Host="localhost",
+                              UnixSocket=str(mariadb.socket))
+    server = site_factory.orthanc_on(mariadb, "socket", section=section)
+    from orchestrator.orthanc.backends import index_database
+    db_section = index_database(load_config(server.config_path))
+    assert db_section.transport.value == "unix-socket"
+    facts = read_database_index(db_section, site_factory_databases())
+    assert facts.error is None and facts.revision == 6 and facts.in_use
+    assert facts.where == f"socket {mariadb.socket}"
+
+
+def test_the_collation_trap_that_restore_avoids(mariadb, site_factory, tmp_path):
+    """The same dump loaded into a database in Debian's default collation (utf8mb4_general_ci):
+    reads work, every store fails (Illegal mix of collations in CreateInstance)."""
+    import requests
+
+    site = site_factory(mariadb, "collation", instances=3)
+    site.orthanc.stop()
+    dump = site.databases.dump(site.conn, tmp_path / "c.sql")
+    mariadb.sql("CREATE DATABASE `collation_default` CHARACTER SET utf8mb4 "
+                "COLLATE utf8mb4_general_ci;")  # Debian's server default
+    mariadb.sql(f"source {dump.path}\n", "collation_default")
+    again = site_factory.orthanc_on(mariadb, "collation_default", storage=site.orthanc.storage)
+    assert counts(again)["instances"] == 3
+    with pytest.raises(requests.HTTPError):
+        store_one(again, "into-default-collation")
+
+
+def site_factory_databases():
+    from orchestrator.host.changes import Changes
+    from orchestrator.host.databases import Databases
+    from orchestrator.host.runner import RealRunner
+    return Databases(Changes(), RealRunner())

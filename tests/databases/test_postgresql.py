@@ -253,3 +253,54 @@ def _as_orthanc(postgres, database: str, sql: str) -> None:
     finally:
         env_file.unlink()
         env_file.parent.rmdir()
+
+
+def test_attachments_in_the_database_come_with_the_clone_and_the_dump(postgres, site_factory,
+                                                                      tmp_path):
+    """EnableStorage true: the files are large objects, nothing lands in StorageDirectory."""
+    from tests.harness.databases import PG_PLUGIN, PG_STORAGE_PLUGIN
+    from tests.harness.dicom import make_dataset
+
+    postgres.sql('CREATE DATABASE "blobs" OWNER orthanc;')
+    section = postgres.section("blobs", "orthanc", PASSWORD, EnableStorage=True)
+    first = site_factory.orthanc_on(postgres, "blobs", section=section)
+    cfg = config_json(first)
+    first.stop()
+    cfg["Plugins"] = [str(PG_PLUGIN), str(PG_STORAGE_PLUGIN)]
+    first.config_path.write_text(json.dumps(cfg))
+    first.start()
+    assert first.get("/system")["StorageAreaPlugin"]
+    first.upload(make_dataset(3, per_series=3, rows=16, cols=16, seed="blobs"))
+    assert not any(p.is_file() and p.name != "index" for p in first.storage.rglob("*"))
+    db_section = index_database(load_config(first.config_path))
+    assert db_section is not None and db_section.storage and not db_section.files_on_disk
+    first.stop()
+    port = Databases(Changes(), RealRunner())
+    port.clone(db_section.connection(), "blobs_next")
+    dump = port.dump(db_section.connection(), tmp_path / "blobs.dump")
+    port.restore(db_section.connection(), dump.path, "blobs_restored")
+    for name in ("blobs_next", "blobs_restored"):
+        copy = site_factory.orthanc_on(postgres, name, start=False,
+                                       section=dict(section, Database=name))
+        copy_cfg = config_json(copy)
+        copy_cfg["Plugins"] = cfg["Plugins"]
+        copy.config_path.write_text(json.dumps(copy_cfg))
+        copy.start()
+        some = copy.get("/instances")
+        assert len(some) == 3
+        body = requests.get(f"{copy.url}/instances/{some[0]}/file", timeout=30).content
+        assert body[128:132] == b"DICM"
+        copy.stop()
+
+
+def test_facts_and_dump_over_the_unix_socket(postgres, site_factory, tmp_path):
+    postgres.sql('CREATE DATABASE "socket" OWNER orthanc;')
+    section = postgres.section("socket", "orthanc", PASSWORD, Host=str(postgres.socket_dir))
+    server = site_factory.orthanc_on(postgres, "socket", section=section)
+    db_section = index_database(load_config(server.config_path))
+    assert db_section.transport.value == "unix-socket"
+    facts = read_database_index(db_section, Databases(Changes(), RealRunner()))
+    assert facts.error is None and facts.revision == 1 and facts.in_use
+    assert facts.where.startswith("socket ")
+    assert Databases(Changes(), RealRunner()).dump(db_section.connection(),
+                                                   tmp_path / "s.dump").sha256
