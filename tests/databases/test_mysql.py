@@ -135,6 +135,7 @@ def test_the_collation_trap_that_restore_avoids(mariadb, site_factory, tmp_path)
     assert counts(again)["instances"] == 3
     with pytest.raises(requests.HTTPError):
         store_one(again, "into-default-collation")
+    assert "Illegal mix of collations" in again.log_text()
 
 
 def site_factory_databases():
