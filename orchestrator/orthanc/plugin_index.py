@@ -15,6 +15,7 @@ statements), the same way whether Orthanc runs or not:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from orchestrator.host.databases import (
@@ -138,6 +139,22 @@ def read_database_index(section: DatabaseSection, databases: Databases) -> Datab
         return _with(facts, schema_version=schema, revision=revision, counts=counts)
     except DatabaseError as exc:
         return _with(facts, error=exc.message)
+
+
+def backend_plugin(system: dict) -> tuple[Engine | None, str | None]:
+    """(engine, version) of the index plugin from `GET /system`'s DatabaseBackendPlugin.
+
+    Orthanc gives the library's path (`/usr/lib/orthanc/libOrthancPostgreSQLIndex.so.4.0`),
+    or null for its own SQLite index.
+    """
+    path = system.get("DatabaseBackendPlugin")
+    if not isinstance(path, str) or not path:
+        return None, None
+    name = path.replace("\\", "/").rsplit("/", 1)[-1].lower()
+    engine = next((e for e, lib in (("postgresql", "postgresqlindex"), ("mysql", "mysqlindex"))
+                   if lib in name), None)
+    m = re.search(r"\.so\.(\d+(?:\.\d+)*)$", name)
+    return (Engine(engine) if engine else None), (m.group(1) if m else None)
 
 
 def max_revision(engine: Engine, plugin_version: str | None) -> int | None:

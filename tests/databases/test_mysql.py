@@ -13,7 +13,7 @@ from orchestrator.host.databases import (
 from orchestrator.orthanc.backends import plugin_version
 from orchestrator.orthanc.config import load_config
 from orchestrator.orthanc.hazards import assess
-from orchestrator.orthanc.plugin_index import read_database_index
+from orchestrator.orthanc.plugin_index import backend_plugin, read_database_index
 from tests.databases.conftest import PASSWORD, counts, store_one
 from tests.harness.orthanc import free_port
 
@@ -27,6 +27,7 @@ def test_facts_online_then_offline(mariadb, site_factory):
     assert (online.schema_version, online.revision) == (6, 6)
     assert online.counts == counts(site.orthanc) and online.counts["instances"] == 6
     assert online.in_use and online.sessions and online.size > 0
+    assert backend_plugin(site.orthanc.get("/system")) == (site.section.engine, "4.3")
     site.orthanc.stop()
     offline = read_database_index(site.section, site.databases)
     assert offline.counts == online.counts and not offline.in_use and offline.sessions == ()

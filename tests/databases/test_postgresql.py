@@ -21,7 +21,7 @@ from orchestrator.host.runner import RealRunner
 from orchestrator.orthanc.backends import BackendDisabledError, index_database, plugin_version
 from orchestrator.orthanc.config import load_config
 from orchestrator.orthanc.hazards import assess
-from orchestrator.orthanc.plugin_index import read_database_index
+from orchestrator.orthanc.plugin_index import backend_plugin, read_database_index
 from tests.databases.conftest import PASSWORD, config_json, counts, store_one
 from tests.harness.orthanc import free_port
 
@@ -38,6 +38,7 @@ def test_facts_online_then_offline(postgres, site_factory):
     assert online.server.can_create_db and not online.has_labels
     assert plugin_version(load_config(site.orthanc.config_path),
                           site.section.engine) == "4.0"
+    assert backend_plugin(site.orthanc.get("/system")) == (site.section.engine, "4.0")
     site.orthanc.stop()
     offline = read_database_index(site.section, site.databases)
     assert offline.counts == online.counts and offline.revision == 1

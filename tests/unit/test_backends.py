@@ -137,3 +137,14 @@ def test_plugin_version_from_the_library_name(tmp_path):
                                         "MySQL": {"EnableIndex": True, "Database": "o"}}})
     assert plugin_version(cfg, Engine.MYSQL) == "4.3"
     assert plugin_version(cfg, Engine.POSTGRESQL) is None
+
+
+def test_plugin_version_from_system():
+    from orchestrator.orthanc.plugin_index import backend_plugin
+    assert backend_plugin({"DatabaseBackendPlugin":
+                           "/usr/lib/orthanc/libOrthancPostgreSQLIndex.so.4.0"}) == (
+        Engine.POSTGRESQL, "4.0")
+    assert backend_plugin({"DatabaseBackendPlugin":
+                           "/usr/lib/orthanc/libOrthancMySQLIndex.so.4.3"}) == (Engine.MYSQL, "4.3")
+    assert backend_plugin({"DatabaseBackendPlugin": None}) == (None, None)
+    assert backend_plugin({}) == (None, None)
