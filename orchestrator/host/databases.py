@@ -19,6 +19,7 @@ carries the child's `Completed`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -29,12 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 from orchestrator.errors import InputError
 from orchestrator.host.database_errors import (  # noqa: F401  (re-exported: the port's errors)
     ClientToolMissingError, CreateDatabaseDeniedError, DatabaseAuthError, DatabaseBusyError,
     DatabaseError, DatabaseExistsError, DatabaseMissingError, DatabaseUnreachableError,
-    DumpSpaceError, OwnerMismatchError, UnsupportedError, run_tool)
+    DumpSpaceError, OwnerMismatchError, UnsupportedError)
 from orchestrator.host.changes import Changes
 from orchestrator.host.runner import Runner
 
@@ -140,15 +142,13 @@ def write_secret(path: Path, text: str) -> Path:
 
 
 # -- the port -------------------------------------------------------------------------------
-class Client:
+class Client(Protocol):
     """What an engine adapter provides (host/postgresql.py, host/mysql.py)."""
 
     engine: Engine
 
     def query(self, conn: Connection, sql: str, params: dict[str, str] | None = None,
               *, timeout: float = 30.0) -> list[tuple[str, ...]]: ...
-    def execute(self, conn: Connection, sql: str, params: dict[str, str] | None = None,
-                *, timeout: float = 120.0) -> None: ...
     def exists(self, conn: Connection, name: str) -> bool: ...
     def size(self, conn: Connection, name: str) -> int: ...
     def owner(self, conn: Connection, name: str) -> str | None: ...
@@ -287,8 +287,6 @@ class Databases:
                                  "free space there or dump to another folder")
 
     def _dump(self, client: Client, conn: Connection, path: Path, timeout: float) -> Dump:
-        import hashlib
-
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".orchestrator-tmp")
         started = time.monotonic()

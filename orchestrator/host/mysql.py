@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from orchestrator.host.database_errors import (
+    CreateDatabaseDeniedError, DatabaseAuthError, DatabaseError, DatabaseExistsError,
+    DatabaseMissingError, DatabaseUnreachableError, UnsupportedError, run_tool)
 from orchestrator.host.databases import (
-    Connection, CreateDatabaseDeniedError, DatabaseAuthError, DatabaseError, DatabaseExistsError,
-    DatabaseMissingError, DatabaseUnreachableError, Engine, ServerFacts, Session,
-    UnsupportedError, check_name, run_tool, secret_folder, write_secret)
+    Connection, Engine, ServerFacts, Session, check_name, secret_folder, write_secret)
 from orchestrator.host.runner import Runner
 
 CHARSET, COLLATION = "utf8mb4", "utf8mb4_unicode_ci"
@@ -106,7 +107,8 @@ class MySQLClient:
         return parse_rows(done.stdout)
 
     # -- reads ---------------------------------------------------------------------------
-    def query(self, conn, sql, params=None, *, timeout=30.0):
+    def query(self, conn: Connection, sql: str, params: dict[str, str] | None = None, *,
+              timeout: float = 30.0) -> list[tuple[str, ...]]:
         for key, value in (params or {}).items():  # names only: check_name'd, then quoted
             sql = sql.replace(f":'{key}'", f"'{check_name(value)}'")
         return self._sql(conn, conn.database, sql, timeout)

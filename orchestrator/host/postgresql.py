@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from orchestrator.host.database_errors import (
+    CreateDatabaseDeniedError, DatabaseAuthError, DatabaseBusyError, DatabaseError,
+    DatabaseExistsError, DatabaseMissingError, DatabaseUnreachableError, run_tool)
 from orchestrator.host.databases import (
-    Connection, CreateDatabaseDeniedError, DatabaseAuthError, DatabaseBusyError, DatabaseError,
-    DatabaseExistsError, DatabaseMissingError, DatabaseUnreachableError, Engine, ServerFacts,
-    Session, run_tool, secret_folder, write_secret)
+    Connection, Engine, ServerFacts, Session, secret_folder, write_secret)
 from orchestrator.host.runner import Runner
 
 MAINTENANCE_DB = "postgres"
@@ -110,7 +111,8 @@ class PostgreSQLClient:
         return parse_rows(done.stdout)
 
     # -- reads ---------------------------------------------------------------------------
-    def query(self, conn, sql, params=None, *, timeout=30.0):
+    def query(self, conn: Connection, sql: str, params: dict[str, str] | None = None, *,
+              timeout: float = 30.0) -> list[tuple[str, ...]]:
         return self._psql(conn, conn.database, sql, params, timeout)
 
     def exists(self, conn: Connection, name: str) -> bool:
