@@ -16,11 +16,12 @@ statements), the same way whether Orthanc runs or not:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestrator.host.databases import (
     DatabaseError, Databases, Engine, ServerFacts, Session)
-from orchestrator.orthanc.backends import DatabaseSection
+from orchestrator.orthanc.backends import DatabaseSection, plugin_version, read_backends
+from orchestrator.orthanc.config import OrthancConfig
 
 SCHEMA_PROPERTY, REVISION_PROPERTY = 1, 4
 LEVELS = {0: "patients", 1: "studies", 2: "series", 3: "instances"}
@@ -166,5 +167,33 @@ def max_revision(engine: Engine, plugin_version: str | None) -> int | None:
 
 
 def _with(facts: DatabaseIndexFacts, **changes) -> DatabaseIndexFacts:
-    from dataclasses import replace
     return replace(facts, **changes)
+
+
+@dataclass(frozen=True)
+class DatabaseView:
+    """What `inspect` and preflight show of a database-backed site."""
+
+    sections: tuple[DatabaseSection, ...]
+    facts: DatabaseIndexFacts | None  # None: the index is SQLite
+    plugin_version: str | None  # the installed index plugin, from its library's name
+
+    def hazard_args(self) -> dict:
+        """Keyword arguments for hazards.assess."""
+        return {"backends": self.sections, "database": self.facts,
+                "plugin_version": self.plugin_version}
+
+    def to_dict(self) -> dict:
+        return {"sections": [s.to_dict() for s in self.sections],
+                "index": self.facts.to_dict() if self.facts else None,
+                "plugin_version": self.plugin_version}
+
+
+def view_database(config: OrthancConfig, databases: Databases) -> DatabaseView:
+    """Read the sections of `config` and, if one holds the index, its database's facts."""
+    sections = read_backends(config)
+    index = next((s for s in sections if s.index), None)
+    if index is None:
+        return DatabaseView(sections, None, None)
+    return DatabaseView(sections, read_database_index(index, databases),
+                        plugin_version(config, index.engine))

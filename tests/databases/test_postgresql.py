@@ -21,7 +21,7 @@ from orchestrator.host.runner import RealRunner
 from orchestrator.orthanc.backends import BackendDisabledError, index_database, plugin_version
 from orchestrator.orthanc.config import load_config
 from orchestrator.orthanc.hazards import assess
-from orchestrator.orthanc.plugin_index import backend_plugin, read_database_index
+from orchestrator.orthanc.plugin_index import backend_plugin, read_database_index, view_database
 from tests.databases.conftest import PASSWORD, config_json, counts, store_one
 from tests.harness.orthanc import free_port
 
@@ -39,6 +39,12 @@ def test_facts_online_then_offline(postgres, site_factory):
     assert plugin_version(load_config(site.orthanc.config_path),
                           site.section.engine) == "4.0"
     assert backend_plugin(site.orthanc.get("/system")) == (site.section.engine, "4.0")
+    view = view_database(load_config(site.orthanc.config_path), site.databases)
+    assert view.plugin_version == "4.0" and view.facts.counts == online.counts
+    assert PASSWORD not in json.dumps(view.to_dict())
+    found = assess(load_config(site.orthanc.config_path), None, None, **view.hazard_args())
+    assert [h.code for h in found if h.severity.value == "blocker"] == []
+    assert "copied-index-shares-files" in [h.code for h in found]
     site.orthanc.stop()
     offline = read_database_index(site.section, site.databases)
     assert offline.counts == online.counts and offline.revision == 1
@@ -305,3 +311,14 @@ def test_facts_and_dump_over_the_unix_socket(postgres, site_factory, tmp_path):
     assert facts.where.startswith("socket ")
     assert Databases(Changes(), RealRunner()).dump(db_section.connection(),
                                                    tmp_path / "s.dump").sha256
+
+
+def test_an_empty_database_is_not_an_orthanc_index(postgres, site_factory):
+    postgres.sql('CREATE DATABASE "empty" OWNER orthanc;')
+    site = site_factory(postgres, "empty_probe", instances=0)
+    section = replace(site.section, database="empty")
+    facts = read_database_index(section, site.databases)
+    assert facts.reachable and "not (yet) an Orthanc index" in facts.error
+    assert facts.size > 0 and facts.tables == ()
+    found = assess(None, None, None, backends=(section,), database=facts)
+    assert found[0].code == "database-unreadable"
