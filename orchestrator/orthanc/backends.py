@@ -116,24 +116,24 @@ def read_backends(config: OrthancConfig) -> tuple[DatabaseSection, ...]:
 def index_database(config: OrthancConfig) -> DatabaseSection | None:
     """The section that holds the index, or None when the index is SQLite.
 
-    BackendDisabledError when a section is present but not enabled: the data the
-    operator means is probably there, and Orthanc would not use it.
+    BackendDisabledError when a section's EnableIndex/EnableStorage is set to
+    something other than a Boolean ("true", 1, null): the operator meant the
+    database, and Orthanc either stops (plugin loaded) or silently opens SQLite
+    (plugin not loaded). `false`, or no flag at all, is a plain SQLite site:
+    Debian's own postgresql.json and mysql.json ship that way.
     """
     sections = read_backends(config)
     for s in sections:
         if s.index:
             return s
     for s in sections:
-        if not s.enabled:
-            if s.not_true:
-                effect = (f"{'; '.join(s.not_true)}: with the plugin loaded Orthanc stops "
-                          "(\"not a Boolean as expected\"), without it Orthanc uses SQLite")
-            else:
-                effect = "EnableIndex is not true: Orthanc uses SQLite, not this database"
-            raise BackendDisabledError(f"{s.place('EnableIndex')}: the section is present but "
-                                       f"not enabled ({effect})",
-                                       hint="set \"EnableIndex\": true (a JSON Boolean) if the "
-                                            "index lives there; otherwise remove the section")
+        if s.not_true:
+            raise BackendDisabledError(
+                f"{s.place('EnableIndex')}: the section is present but not enabled "
+                f"({'; '.join(s.not_true)}): with the plugin loaded Orthanc stops (\"not a "
+                "Boolean as expected\"), without it Orthanc uses SQLite",
+                hint="set \"EnableIndex\": true (a JSON Boolean) if the index lives there; "
+                     "false (or remove the section) if it does not")
     return None
 
 

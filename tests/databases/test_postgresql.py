@@ -23,6 +23,7 @@ from orchestrator.orthanc.config import load_config
 from orchestrator.orthanc.hazards import assess
 from orchestrator.orthanc.plugin_index import backend_plugin, read_database_index, view_database
 from tests.databases.conftest import PASSWORD, config_json, counts, store_one
+from tests.harness.databases import PG_PLUGIN
 from tests.harness.orthanc import free_port
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.slow]
@@ -207,11 +208,13 @@ def test_pg_dump_missing(postgres, site_factory, tmp_path):
 
 
 def test_section_present_but_disabled(postgres, site_factory):
-    """EnableIndex false: Orthanc silently opens an empty SQLite index; the tool refuses."""
+    """EnableIndex "true" (a string) and the plugin not in Plugins: Orthanc silently opens an
+    empty SQLite index; the tool refuses. EnableIndex false is a SQLite site for both."""
     site = site_factory(postgres, "disabled", instances=3)
     cfg = config_json(site.orthanc)
-    cfg["PostgreSQL"]["EnableIndex"] = False
     site.orthanc.stop()
+    cfg["PostgreSQL"]["EnableIndex"] = "true"
+    cfg["Plugins"] = []
     site.orthanc.config_path.write_text(json.dumps(cfg))
     site.orthanc.start()
     assert site.orthanc.get("/system")["DatabaseBackendPlugin"] is None
@@ -220,6 +223,13 @@ def test_section_present_but_disabled(postgres, site_factory):
         index_database(load_config(site.orthanc.config_path))
     assert info.value.exit_code == 2 and "PostgreSQL.EnableIndex" in info.value.message
     assert "uses SQLite" in info.value.message and "\n" not in info.value.message
+    site.orthanc.stop()
+    cfg["PostgreSQL"]["EnableIndex"] = False
+    cfg["Plugins"] = [str(PG_PLUGIN)]
+    site.orthanc.config_path.write_text(json.dumps(cfg))
+    site.orthanc.start()
+    assert site.orthanc.get("/system")["DatabaseBackendPlugin"] is None
+    assert index_database(load_config(site.orthanc.config_path)) is None
 
 
 def test_flag_that_is_not_a_boolean_stops_orthanc(postgres, site_factory):
@@ -265,7 +275,7 @@ def _as_orthanc(postgres, database: str, sql: str) -> None:
 def test_attachments_in_the_database_come_with_the_clone_and_the_dump(postgres, site_factory,
                                                                       tmp_path):
     """EnableStorage true: the files are large objects, nothing lands in StorageDirectory."""
-    from tests.harness.databases import PG_PLUGIN, PG_STORAGE_PLUGIN
+    from tests.harness.databases import PG_STORAGE_PLUGIN
     from tests.harness.dicom import make_dataset
 
     postgres.sql('CREATE DATABASE "blobs" OWNER orthanc;')

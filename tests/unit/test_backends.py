@@ -108,6 +108,15 @@ def test_enable_index_counts_only_when_exactly_true(tmp_path, flag):
     assert "EnableIndex" in err.hint
 
 
+@pytest.mark.parametrize("body", [{"EnableIndex": False, "EnableStorage": False}, {"Port": 5432}])
+def test_a_section_switched_off_is_a_sqlite_site(tmp_path, body):
+    """Debian's postgresql.json and mysql.json ship with both flags false."""
+    cfg = _config(tmp_path, {"o.json": {"PostgreSQL": body}})
+    (s,) = read_backends(cfg)
+    assert not s.enabled and not s.not_true
+    assert index_database(cfg) is None
+
+
 def test_section_absent_means_sqlite(tmp_path):
     cfg = _config(tmp_path, {"o.json": {"Name": "x"}})
     assert read_backends(cfg) == () and index_database(cfg) is None
