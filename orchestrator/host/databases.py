@@ -212,11 +212,13 @@ class Databases:
         """Dump conn.database to `path` (written aside, then renamed); its SHA-256 recorded.
 
         Refuses (DumpSpaceError) when the folder has less free space than the
-        database's size, before anything is written.
+        database's size (twice it for MySQL's hex text), before anything is written.
         """
         path = Path(path)
         client = self.client(conn)
         need = client.size(conn, conn.database)
+        if conn.engine is Engine.MYSQL:
+            need *= 2  # a text dump writes attachments (BLOBs) as hex: twice their size
         self._check_space(conn, path.parent, need)
         tool = "pg_dump -Fc" if conn.engine is Engine.POSTGRESQL else \
             "mariadb-dump --single-transaction --routines --triggers"
@@ -283,7 +285,7 @@ class Databases:
         free = shutil.disk_usage(probe).free
         if free < need:
             raise DumpSpaceError(conn, f"{folder} has {free // 2**20} MiB free, less than the "
-                                       f"{need // 2**20} MiB of database {conn.database}",
+                                       f"{need // 2**20} MiB the dump of {conn.database} may take",
                                  "free space there or dump to another folder")
 
     def _dump(self, client: Client, conn: Connection, path: Path, timeout: float) -> Dump:
