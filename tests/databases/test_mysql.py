@@ -144,3 +144,39 @@ def site_factory_databases():
     from orchestrator.host.databases import Databases
     from orchestrator.host.runner import RealRunner
     return Databases(Changes(), RealRunner())
+
+
+def test_attachments_in_the_database_come_with_the_clone(mariadb, site_factory):
+    """EnableStorage true: the files are rows (BLOBs); the dump carries them (--hex-blob)."""
+    import json
+
+    import requests
+
+    from orchestrator.orthanc.backends import index_database
+    from tests.harness.databases import MYSQL_PLUGIN, MYSQL_STORAGE_PLUGIN
+    from tests.harness.dicom import make_dataset
+
+    mariadb.sql("CREATE DATABASE `blobs` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;")
+    section = mariadb.section("blobs", "orthanc", PASSWORD, EnableStorage=True)
+    plugins = [str(MYSQL_PLUGIN), str(MYSQL_STORAGE_PLUGIN)]
+    first = site_factory.orthanc_on(mariadb, "blobs", section=section, start=False)
+    cfg = json.loads(first.config_path.read_text())
+    cfg["Plugins"] = plugins
+    first.config_path.write_text(json.dumps(cfg))
+    first.start()
+    first.upload(make_dataset(3, per_series=3, rows=16, cols=16, seed="blobs"))
+    db_section = index_database(load_config(first.config_path))
+    assert db_section.storage and not db_section.files_on_disk
+    first.stop()
+    port = site_factory_databases()
+    port.clone(db_section.connection(), "blobs_next")
+    copy = site_factory.orthanc_on(mariadb, "blobs_next", start=False,
+                                   section=dict(section, Database="blobs_next"))
+    copy_cfg = json.loads(copy.config_path.read_text())
+    copy_cfg["Plugins"] = plugins
+    copy.config_path.write_text(json.dumps(copy_cfg))
+    copy.start()
+    some = copy.get("/instances")
+    assert len(some) == 3
+    body = requests.get(f"{copy.url}/instances/{some[0]}/file", timeout=30).content
+    assert body[128:132] == b"DICM"
