@@ -332,3 +332,27 @@ def test_an_empty_database_is_not_an_orthanc_index(postgres, site_factory):
     assert facts.size > 0 and facts.tables == ()
     found = assess(None, None, None, backends=(section,), database=facts)
     assert found[0].code == "database-unreadable"
+
+
+def test_clone_then_point_the_config_at_it(postgres, site_factory):
+    """The relocate mechanics: clone after the stop, rewrite Database in place (comments kept),
+    start on the clone; the old database is the untouched rollback point."""
+    from orchestrator.orthanc.config import set_string_value
+
+    site = site_factory(postgres, "reloc")
+    before = counts(site.orthanc)
+    site.orthanc.stop()
+    path = site.orthanc.config_path
+    original = "// written by the test\n" + path.read_text()
+    path.write_text(original)
+    site.databases.clone(site.conn, "reloc_next")
+    path.write_text(set_string_value(original, "Database", "reloc_next", section="PostgreSQL"))
+    assert index_database(load_config(path)).database == "reloc_next"
+    site.orthanc.start()
+    assert counts(site.orthanc) == before
+    assert store_one(site.orthanc, "after-relocate")["Status"] == "Success"
+    site.orthanc.stop()
+    assert read_database_index(site.section, site.databases).counts == before  # old: untouched
+    path.write_text(original)  # undo: the config back byte for byte
+    site.orthanc.start()
+    assert counts(site.orthanc) == before
