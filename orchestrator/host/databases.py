@@ -227,14 +227,18 @@ class Databases:
         return self.changes.apply(text, self._dump, client, conn, path, timeout,
                                   dry_result=dry)
 
-    def restore(self, conn: Connection, dump: Path, name: str, *,
+    def restore(self, conn: Connection, dump: Path, name: str, *, sha256: str | None = None,
                 timeout: float = 3600.0) -> None:
-        """Restore `dump` into a new database `name` owned by conn.user (refused if it exists)."""
+        """Restore `dump` into a new database `name` owned by conn.user (refused if it exists).
+
+        With `sha256` (the one `dump` recorded), the file is checked first: a dump
+        that changed since it was taken is refused before anything is created.
+        """
         check_name(name)
         self._refuse_existing(conn, name)
         extra = " (utf8mb4_unicode_ci)" if conn.engine is Engine.MYSQL else ""
         self.changes.apply(f"restore {dump} into a new database {name}{extra} ({conn.where})",
-                           self.client(conn).restore, conn, Path(dump), name, timeout=timeout,
+                           self._restore, conn, Path(dump), name, sha256, timeout,
                            simulate=lambda: self._made.add((conn.where, name)))
 
     def clone(self, conn: Connection, name: str, *, timeout: float = 3600.0) -> None:
@@ -294,18 +298,23 @@ class Databases:
         started = time.monotonic()
         try:
             client.dump(conn, tmp, timeout=timeout)
-            h = hashlib.sha256()
-            with open(tmp, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                os.fsync(f.fileno())
+            digest = _sha256(tmp, sync=True)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
                 tmp.unlink()
         _fsync_dir(path.parent)
-        return Dump(path, conn.engine, conn.database, h.hexdigest(), path.stat().st_size,
+        return Dump(path, conn.engine, conn.database, digest, path.stat().st_size,
                     time.monotonic() - started)
+
+    def _restore(self, conn: Connection, dump: Path, name: str, sha256: str | None,
+                 timeout: float) -> None:
+        if not dump.is_file():
+            raise DatabaseError(conn, f"no dump at {dump}", "give the dump the snapshot wrote")
+        if sha256 is not None and _sha256(dump) != sha256:
+            raise DatabaseError(conn, f"{dump} changed since it was taken (SHA-256 differs)",
+                                "restore from an intact copy of the dump")
+        self.client(conn).restore(conn, dump, name, timeout=timeout)
 
     def _clone(self, conn: Connection, name: str, timeout: float) -> None:
         client = self.client(conn)
@@ -320,6 +329,16 @@ class Databases:
 def _who(sessions: list[Session]) -> str:
     users = sorted({s.user or "?" for s in sessions})
     return f"{len(sessions)} session(s) of {', '.join(users)}"
+
+
+def _sha256(path: Path, *, sync: bool = False) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+        if sync:
+            os.fsync(f.fileno())
+    return h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -131,7 +131,8 @@ class MySQLClient:
 
     def server(self, conn: Connection) -> ServerFacts:
         rows = self._sql(conn, None,
-                         "SELECT VERSION(), (SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES "
+                         "SELECT VERSION(), (SELECT COUNT(*) FROM "
+                         "information_schema.USER_PRIVILEGES "
                          "WHERE PRIVILEGE_TYPE = 'CREATE' AND GRANTEE = CONCAT(\"'\", "
                          "SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \"'@'\", "
                          "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\"));")

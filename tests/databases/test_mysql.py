@@ -40,7 +40,7 @@ def test_dump_keeps_the_procedure_and_restores_into_utf8mb4_unicode(mariadb, sit
     dump = site.databases.dump(site.conn, tmp_path / "dumped.sql")  # online, one transaction
     assert dump.sha256 and b"CreateInstance" in dump.path.read_bytes()
     site.orthanc.stop()
-    site.databases.restore(site.conn, dump.path, "dumped_restored")
+    site.databases.restore(site.conn, dump.path, "dumped_restored", sha256=dump.sha256)
     assert mariadb.sql("SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
                        "WHERE SCHEMA_NAME = 'dumped_restored';") == "utf8mb4_unicode_ci"
     again = site_factory.orthanc_on(mariadb, "dumped_restored", storage=site.orthanc.storage)

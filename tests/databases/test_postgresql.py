@@ -62,12 +62,13 @@ def test_dump_then_restore_into_a_fresh_database(postgres, site_factory, tmp_pat
     assert online.sha256 and dump.sha256 and dump.size == (tmp_path / "dumped.dump").stat().st_size
     import hashlib
     assert hashlib.sha256(dump.path.read_bytes()).hexdigest() == dump.sha256
-    site.databases.restore(site.conn, dump.path, "dumped_restored")
+    site.databases.restore(site.conn, dump.path, "dumped_restored", sha256=dump.sha256)
     assert site.databases.owner(site.conn, "dumped_restored") == "orthanc"
     again = site_factory.orthanc_on(postgres, "dumped_restored", storage=site.orthanc.storage)
     assert counts(again) == before
     some = again.get("/instances")[0]
-    assert requests.get(f"{again.url}/instances/{some}/file", timeout=30).content[128:132] == b"DICM"
+    body = requests.get(f"{again.url}/instances/{some}/file", timeout=30).content
+    assert body[128:132] == b"DICM"
     assert store_one(again, "after-restore")["Status"] == "Success"
     assert counts(again)["instances"] == before["instances"] + 1
     # The original database did not see that store: it is still the rollback point.

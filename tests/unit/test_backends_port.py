@@ -18,7 +18,7 @@ from orchestrator.host import mysql, postgresql
 from orchestrator.host.changes import Changes
 from orchestrator.host.databases import (
     ClientToolMissingError, Connection, CreateDatabaseDeniedError, DatabaseAuthError,
-    DatabaseBusyError, DatabaseExistsError, DatabaseMissingError, Databases,
+    DatabaseBusyError, DatabaseError, DatabaseExistsError, DatabaseMissingError, Databases,
     DatabaseUnreachableError, DumpSpaceError, Engine, OwnerMismatchError, UnsupportedError)
 from orchestrator.host.postgresql import PostgreSQLClient
 from orchestrator.host.runner import RealRunner
@@ -223,7 +223,8 @@ def test_pg_dump_missing_is_its_own_error(tmp_path):
     client = PostgreSQLClient(RealRunner(), bindir=str(tmp_path / "no-such-bin"))
     with pytest.raises(ClientToolMissingError) as info:
         client.dump(PG, tmp_path / "x.dump", timeout=5)
-    assert "pg_dump is not installed" in info.value.message and "postgresql-client" in info.value.hint
+    assert "pg_dump is not installed" in info.value.message
+    assert "postgresql-client" in info.value.hint
 
 
 def test_mysql_has_no_rename():
@@ -239,3 +240,15 @@ def test_mysql_dump_keeps_routines_and_triggers(tmp_path):
     argv = runner.calls[-1][0]
     assert {"--single-transaction", "--routines", "--triggers"} <= set(argv)
     assert argv[1].startswith("--defaults-extra-file=") and argv[-1] == "orthanc"
+
+
+def test_restore_checks_the_dump_before_creating_anything(tmp_path):
+    runner = ScriptedRunner(_pg_answers())
+    db = Databases(Changes(), runner)
+    dump = db.dump(PG, tmp_path / "orthanc.dump")
+    dump.path.write_bytes(b"PGDMP tampered")
+    with pytest.raises(DatabaseError, match="changed since it was taken"):
+        db.restore(PG, dump.path, "orthanc_back", sha256=dump.sha256)
+    with pytest.raises(DatabaseError, match="no dump at"):
+        db.restore(PG, tmp_path / "missing.dump", "orthanc_back")
+    assert not any("CREATE" in sql for _, sql in runner.calls)
