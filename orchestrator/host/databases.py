@@ -216,7 +216,7 @@ class Databases:
         """
         path = Path(path)
         client = self.client(conn)
-        need = client.size(conn, conn.database)
+        need = self.size(conn)  # 0 for a database that only a dry run made
         if conn.engine is Engine.MYSQL:
             need *= 2  # a text dump writes attachments (BLOBs) as hex: twice their size
         self._check_space(conn, path.parent, need)

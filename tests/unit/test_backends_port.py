@@ -252,3 +252,13 @@ def test_restore_checks_the_dump_before_creating_anything(tmp_path):
     with pytest.raises(DatabaseError, match="no dump at"):
         db.restore(PG, tmp_path / "missing.dump", "orthanc_back")
     assert not any("CREATE" in sql for _, sql in runner.calls)
+
+
+def test_a_dry_run_sees_the_databases_its_earlier_changes_would_make(tmp_path):
+    """clone then dump the clone: the dry run reads no size of a database that does not exist."""
+    runner = ScriptedRunner(_pg_answers())
+    db = Databases(Changes(dry=True), runner)
+    db.clone(PG, "orthanc_next")
+    dump = db.dump(PG.on("orthanc_next"), tmp_path / "next.dump")
+    assert dump.size == 0 and len(db.changes) == 2
+    assert sum("pg_database_size" in sql for _, sql in runner.calls) == 0
