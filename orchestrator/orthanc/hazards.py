@@ -52,19 +52,21 @@ def assess(config: OrthancConfig | None, index: IndexFacts | None,
            version: OrthancVersion | None, *, binary_error: str | None = None,
            backends: Sequence[DatabaseSection] = (), database: DatabaseIndexFacts | None = None,
            plugin_version: str | None = None,
-           target_plugin_version: str | None = None) -> list[Hazard]:
+           target_plugin_version: str | None = None,
+           dump_free: int | None = None) -> list[Hazard]:
     """Return the hazards these facts show, blockers first (stable order within a severity).
 
     `binary_error`: why the binary's version could not be read, if it was tried.
     `backends` (orthanc/backends.py), `database` (orthanc/plugin_index.py) and the
-    installed / planned index plugin versions add the database hazards.
+    installed / planned index plugin versions add the database hazards;
+    `dump_free` (bytes free where the plan keeps its dumps) adds the space check.
     """
     found: list[Hazard] = []
     if config is not None:
         found += _config_hazards(config)
     if backends:
         found += database_hazards(config, backends, database, plugin_version,
-                                  target_plugin_version)
+                                  target_plugin_version, dump_free=dump_free)
     sqlite = config is None or config.index_backend == "sqlite"
     if index is not None and sqlite:
         found += _index_hazards(index)
@@ -214,7 +216,7 @@ def _version_hazards(v: OrthancVersion, ix: IndexFacts | None, sqlite: bool) -> 
 
 def database_hazards(config: OrthancConfig | None, backends: Sequence[DatabaseSection],
                      db: DatabaseIndexFacts | None, plugin: str | None,
-                     target: str | None = None) -> list[Hazard]:
+                     target: str | None = None, *, dump_free: int | None = None) -> list[Hazard]:
     """Hazards of an index or storage kept in PostgreSQL / MySQL (docs/databases.md)."""
     out: list[Hazard] = []
     for s in backends:
@@ -248,6 +250,12 @@ def database_hazards(config: OrthancConfig | None, backends: Sequence[DatabaseSe
         out.append(Hazard("role-cannot-create-db", Severity.WARNING,
                           f"role {index.user} has no CREATEDB: a relocate (clone) or a restore "
                           "into a fresh database is refused", f"ALTER ROLE {index.user} CREATEDB"))
+    need = (db.size or 0) * (2 if index.engine is Engine.MYSQL else 1)
+    if dump_free is not None and dump_free < need:
+        out.append(Hazard("dump-space", Severity.BLOCKER,
+                          f"{dump_free // 2**20} MiB free for the dumps, less than the "
+                          f"{need // 2**20} MiB a dump of {db.database} may take",
+                          "free space there or keep the dumps in another folder"))
     if db.in_use:
         out.append(Hazard("database-in-use", Severity.INFO,
                           f"an Orthanc holds the plugin's lock on {db.database}",

@@ -197,3 +197,13 @@ def test_plugin_listed_but_not_found():
     config = replace(PG_CONFIG, plugins=("/usr/share/orthanc/plugins", "/opt/missing.so"))
     assert "plugin-not-found" in db_codes(config=config)
     assert "plugin-not-found" not in db_codes()
+
+
+def test_dump_space_against_the_database_size():
+    """MySQL's text dump may take twice the database (BLOBs in hex); PostgreSQL's, its size."""
+    def space_codes(engine, revision):
+        facts = db_facts(revision, engine=engine, size=300 * 2**20)
+        return [h.code for h in assess(PG_CONFIG, None, None, backends=(section(engine),),
+                                       database=facts, dump_free=500 * 2**20)]
+    assert "dump-space" in space_codes(Engine.MYSQL, 6)
+    assert "dump-space" not in space_codes(Engine.POSTGRESQL, 1)
