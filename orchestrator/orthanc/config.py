@@ -390,8 +390,9 @@ class _Reader:
                     disabled.append(f"{section}.{flag}")
                     self.warnings.append(
                         f"{self.place(section)}: {section}.{flag} is {_json_type(value)} "
-                        f"{json.dumps(value)[:40]}, not true: Orthanc does not use {section} for "
-                        f"the {'index' if flag == 'EnableIndex' else 'storage'}")
+                        f"{json.dumps(value)[:40]}, not true: with the {backend} plugin loaded "
+                        "Orthanc stops (\"is not a Boolean as expected\"); without it, the "
+                        f"{'index' if flag == 'EnableIndex' else 'storage'} stays in SQLite/files")
             if not enabled and not flagged:
                 disabled.append(section)
                 self.warnings.append(
@@ -475,13 +476,16 @@ def _json_type(value: object) -> str:
 
 
 # -- rewriting ------------------------------------------------------------------------
-def set_string_value(text: str, key: str, new_value: str) -> str:
+def set_string_value(text: str, key: str, new_value: str, *, section: str | None = None) -> str:
     """Return `text` with the string value of top-level `key` replaced; every other byte kept.
+
+    With `section`, the key is looked up inside that top-level object instead
+    (`section="PostgreSQL", key="Database"`: the relocate of a database index).
 
     Comments, formatting and trailing commas are preserved. If the key is set
     twice, the last one (the one Orthanc uses) is replaced; a value written with
-    `${VAR}` is replaced whole. Raise InputError if the key is not set at the top
-    level or its value is not a string literal. To keep every byte of a file,
+    `${VAR}` is replaced whole. Raise InputError if the key is not set where it
+    is looked up or its value is not a string literal. To keep every byte of a file,
     read it with encoding="utf-8", errors="surrogateescape", newline="" and write
     it back the same way.
     """
@@ -498,8 +502,16 @@ def set_string_value(text: str, key: str, new_value: str) -> str:
         raise InputError(f"cannot set \"{key}\": the configuration does not parse at line {line}, "
                          f"column {col}: {exc.message}", hint="fix the file first") from None
     members = [m for m in doc.members if m.key == key] if isinstance(doc.value, dict) else []
+    where = "at the top level of this file"
+    if section is not None:
+        outer = [m for m in doc.members if m.key == section] if isinstance(doc.value, dict) else []
+        inner = jsonc.parse(masked, outer[-1].value_start) if outer else None
+        where = f"in the \"{section}\" object of this file"
+        members = [m for m in inner.members if m.key == key] \
+            if inner is not None and isinstance(inner.value, dict) else []
+        key = f"{section}.{key}"
     if not members:
-        raise InputError(f"cannot set \"{key}\": it is not set at the top level of this file",
+        raise InputError(f"cannot set \"{key}\": it is not set {where}",
                          hint="add it by hand, or point to the file that defines it")
     member = members[-1]
     if not member.is_string:

@@ -9,9 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from collections.abc import Sequence
+
+from orchestrator.host.databases import Engine
+from orchestrator.orthanc.backends import DatabaseSection
 from orchestrator.orthanc.binary import OrthancVersion, expected_schema, schema_is_known
 from orchestrator.orthanc.config import OrthancConfig
 from orchestrator.orthanc.index import IndexFacts
+from orchestrator.orthanc.plugin_index import DatabaseIndexFacts, max_revision
 
 # Orthanc 1.9.2 .. 1.12.7 deadlock on any SQLite --upgrade from these schemas (fixed in 1.12.8).
 DEADLOCK_FIRST, DEADLOCK_LAST = (1, 9, 2), (1, 12, 7)
@@ -44,14 +49,24 @@ class Hazard:
 
 
 def assess(config: OrthancConfig | None, index: IndexFacts | None,
-           version: OrthancVersion | None, *, binary_error: str | None = None) -> list[Hazard]:
+           version: OrthancVersion | None, *, binary_error: str | None = None,
+           backends: Sequence[DatabaseSection] = (), database: DatabaseIndexFacts | None = None,
+           plugin_version: str | None = None,
+           target_plugin_version: str | None = None,
+           dump_free: int | None = None) -> list[Hazard]:
     """Return the hazards these facts show, blockers first (stable order within a severity).
 
     `binary_error`: why the binary's version could not be read, if it was tried.
+    `backends` (orthanc/backends.py), `database` (orthanc/plugin_index.py) and the
+    installed / planned index plugin versions add the database hazards;
+    `dump_free` (bytes free where the plan keeps its dumps) adds the space check.
     """
     found: list[Hazard] = []
     if config is not None:
         found += _config_hazards(config)
+    if backends:
+        found += database_hazards(config, backends, database, plugin_version,
+                                  target_plugin_version, dump_free=dump_free)
     sqlite = config is None or config.index_backend == "sqlite"
     if index is not None and sqlite:
         found += _index_hazards(index)
@@ -88,6 +103,13 @@ def _config_hazards(c: OrthancConfig) -> list[Hazard]:
                                                "up with the backend's own tools"))
     for name in c.disabled_backends:
         section = name.split(".")[0]
+        marker = BACKEND_PLUGIN_MARKERS.get(section.lower(), section.lower())
+        if "." in name and any(marker in p.name.lower() for p in c.plugin_files):
+            out.append(Hazard("backend-flag-not-boolean", Severity.BLOCKER,
+                              f"{name} is not a JSON Boolean and the {section} plugin is loaded: "
+                              "Orthanc stops at start (\"is not a Boolean as expected\")",
+                              f"write true or false, without quotes, in \"{section}\""))
+            continue
         out.append(Hazard("backend-not-enabled", Severity.WARNING,
                           f"{name} is present but not exactly true: Orthanc uses SQLite and the "
                           "filesystem, not " + section,
@@ -189,4 +211,79 @@ def _version_hazards(v: OrthancVersion, ix: IndexFacts | None, sqlite: bool) -> 
                               f"an Orthanc >= 1.12 has opened this index; Orthanc {v} would fail "
                               "every new store with HTTP 500", "use Orthanc >= 1.12, or restore "
                                                                "the snapshot taken before"))
+    return out
+
+
+def database_hazards(config: OrthancConfig | None, backends: Sequence[DatabaseSection],
+                     db: DatabaseIndexFacts | None, plugin: str | None,
+                     target: str | None = None, *, dump_free: int | None = None) -> list[Hazard]:
+    """Hazards of an index or storage kept in PostgreSQL / MySQL (docs/databases.md)."""
+    out: list[Hazard] = []
+    for s in backends:
+        if s.files_on_disk:
+            out.append(Hazard("copied-index-shares-files", Severity.WARNING,
+                              f"{s.place()}: the index is in {s.engine.value} but the attachments "
+                              "are files: an Orthanc started on a copy of the database deletes "
+                              "files the original still lists",
+                              "never delete through a clone or restored copy while the original "
+                              "may come back; hard-link the storage folder for the copy"))
+    if config is not None:
+        for entry in config.plugins:
+            if not any(str(f) == entry or str(f.parent) == entry for f in config.plugin_files):
+                out.append(Hazard("plugin-not-found", Severity.WARNING,
+                                  f"Plugins lists {entry}, where no plugin library was found",
+                                  "check the path (Debian: /usr/share/orthanc/plugins)"))
+    index = next((s for s in backends if s.index), None)
+    if index is None or db is None:
+        return out
+    if not db.reachable:
+        out.append(Hazard("database-unreachable", Severity.BLOCKER,
+                          f"{index.place()}: {db.error}", "check the section's Host, Port, "
+                                                          "Username and Password"))
+        return out
+    if db.error:
+        out.append(Hazard("database-unreadable", Severity.BLOCKER, f"{index.place()}: {db.error}",
+                          "check Database in the section"))
+        return out
+    out += _revision_hazards(index, db, plugin, target)
+    if db.server is not None and not db.server.can_create_db and index.engine is Engine.POSTGRESQL:
+        out.append(Hazard("role-cannot-create-db", Severity.WARNING,
+                          f"role {index.user} has no CREATEDB: a relocate (clone) or a restore "
+                          "into a fresh database is refused", f"ALTER ROLE {index.user} CREATEDB"))
+    need = (db.size or 0) * (2 if index.engine is Engine.MYSQL else 1)
+    if dump_free is not None and dump_free < need:
+        out.append(Hazard("dump-space", Severity.BLOCKER,
+                          f"{dump_free // 2**20} MiB free for the dumps, less than the "
+                          f"{need // 2**20} MiB a dump of {db.database} may take",
+                          "free space there or keep the dumps in another folder"))
+    if db.in_use:
+        out.append(Hazard("database-in-use", Severity.INFO,
+                          f"an Orthanc holds the plugin's lock on {db.database}",
+                          "a clone needs every node stopped; a dump works online"))
+    return out
+
+
+def _revision_hazards(s: DatabaseSection, db: DatabaseIndexFacts, plugin: str | None,
+                      target: str | None) -> list[Hazard]:
+    out: list[Hazard] = []
+    if db.revision is None:
+        return out
+    for label, version in (("installed", plugin), ("planned", target)):
+        accepts = max_revision(s.engine, version)
+        if accepts is not None and db.revision > accepts:
+            code = "plugin-revision-too-new" if label == "installed" else \
+                "plugin-downgrade-meets-newer-revision"
+            out.append(Hazard(code, Severity.BLOCKER,
+                              f"the {s.engine.value} index is at revision {db.revision}; the "
+                              f"{label} plugin {version} accepts at most {accepts}: Orthanc "
+                              "will not start", "restore the dump taken before the newer plugin "
+                                                "touched the database (MySQL cannot go back "
+                                                "otherwise)"))
+    now, then = max_revision(s.engine, plugin), max_revision(s.engine, target)
+    if then is not None and now is not None and then > db.revision:
+        out.append(Hazard("plugin-migrates-on-start", Severity.WARNING,
+                          f"plugin {target} moves the index from revision {db.revision} to "
+                          f"{then} at its first ordinary start (not through --upgrade)",
+                          "dump or clone the database before the new plugin starts; stop every "
+                          "node that shares it"))
     return out

@@ -314,3 +314,36 @@ def test_the_reader_differs_from_orthanc_only_where_deliberate():
     differ = sorted(n for n, c in TORTURE.items() if c["ours"] != c["orthanc"])
     assert differ == ["lone-low-surrogate.json", "non-utf8-in-string.json"]
     assert all(TORTURE[n]["note"].startswith("deliberate") for n in differ)
+
+
+# -- rewriting a key inside a section (relocate of a database index) -----------------------
+SECTION_TEXT = """{
+  // the index lives in PostgreSQL
+  "Name" : "Database",
+  "PostgreSQL" : {
+    "EnableIndex" : true,   /* keep me */
+    "Database" : "orthanc_db",
+    "Database" : "${PG_DB}",
+    "Password" : "${PG_PASSWORD}",
+  },
+  "MySQL" : { "Database" : "untouched" },
+}
+"""
+
+
+def test_set_a_key_inside_a_section_keeps_every_other_byte():
+    from orchestrator.orthanc.config import set_string_value
+    out = set_string_value(SECTION_TEXT, "Database", "orthanc_next", section="PostgreSQL")
+    assert out == SECTION_TEXT.replace('"${PG_DB}"', '"orthanc_next"')
+    out = set_string_value(SECTION_TEXT, "Database", "m2", section="MySQL")
+    assert out == SECTION_TEXT.replace('"untouched"', '"m2"')
+
+
+def test_set_a_key_inside_a_section_refuses_what_it_cannot_place():
+    from orchestrator.orthanc.config import set_string_value
+    for section, key in (("PostgreSQL", "Host"), ("Odbc", "Database"), ("Name", "Database")):
+        with pytest.raises(InputError) as info:
+            set_string_value(SECTION_TEXT, key, "x", section=section)
+        assert f'"{section}.{key}"' in info.value.message and info.value.hint
+    with pytest.raises(InputError, match="not a string literal"):
+        set_string_value(SECTION_TEXT, "EnableIndex", "x", section="PostgreSQL")

@@ -130,3 +130,80 @@ def test_the_debian_fresh_install_facts():
     hazards = assess(BASE, IndexFacts(INDEX, exists=False), parse_version("1.10.1"))
     assert [(h.code, h.severity) for h in hazards] == [("index-missing", Severity.BLOCKER)]
     assert "fresh, empty database" in hazards[0].hint
+
+
+# -- databases (docs/databases.md) --------------------------------------------------------
+from orchestrator.host.databases import Engine, ServerFacts  # noqa: E402
+from orchestrator.orthanc.backends import DatabaseSection  # noqa: E402
+from orchestrator.orthanc.plugin_index import DatabaseIndexFacts  # noqa: E402
+
+PG_CONFIG = replace(BASE, index_backend="postgresql", plugins=("/usr/share/orthanc/plugins",),
+                    plugin_files=(Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"),))
+
+
+def section(engine=Engine.MYSQL, **kw) -> DatabaseSection:
+    fields = dict(engine=engine, section="MySQL" if engine is Engine.MYSQL else "PostgreSQL",
+                  file=Path("/etc/orthanc/db.json"), index=True, storage=True, host="localhost",
+                  port=3306, database="orthanc", user="orthanc", password="x")
+    fields.update(kw)
+    return DatabaseSection(**fields)
+
+
+def db_facts(revision=6, **kw) -> DatabaseIndexFacts:
+    fields = dict(engine=Engine.MYSQL, database="orthanc", where="localhost:3306", reachable=True,
+                  server=ServerFacts("10.11.19-MariaDB", True), schema_version=6,
+                  revision=revision, tables=("GlobalProperties", "Resources"))
+    fields.update(kw)
+    return DatabaseIndexFacts(**fields)
+
+
+def db_codes(sec=None, facts=None, plugin="4.3", target=None, config=PG_CONFIG):
+    return [h.code for h in assess(config, None, parse_version("1.10.1"),
+                                   backends=(sec or section(),), database=facts,
+                                   plugin_version=plugin, target_plugin_version=target)]
+
+
+@pytest.mark.parametrize("revision, plugin, target, expected", [
+    (6, "4.3", None, []),
+    (7, "4.3", None, ["plugin-revision-too-new"]),  # 5.0 touched it, 4.3 is back
+    (7, "5.0", "4.3", ["plugin-downgrade-meets-newer-revision"]),
+    (6, "4.3", "5.0", ["plugin-migrates-on-start"]),
+    (6, "9.9", None, []),  # a version the table does not know: no claim
+])
+def test_mysql_revision_against_the_plugin(revision, plugin, target, expected):
+    codes_ = db_codes(facts=db_facts(revision), plugin=plugin, target=target)
+    assert [c for c in codes_ if c not in ("non-sqlite-index",)] == expected
+
+
+def test_files_on_disk_with_the_index_in_the_database_is_the_copy_trap():
+    assert "copied-index-shares-files" in db_codes(sec=section(storage=False))
+    assert "copied-index-shares-files" not in db_codes(sec=section(storage=True))
+
+
+def test_unreachable_database_blocks():
+    hazards = assess(PG_CONFIG, None, None, backends=(section(),),
+                     database=DatabaseIndexFacts(Engine.MYSQL, "orthanc", "x", error="refused"))
+    assert hazards[0].code == "database-unreachable" and hazards[0].severity is Severity.BLOCKER
+    assert "/etc/orthanc/db.json: MySQL" in hazards[0].message
+
+
+def test_postgresql_role_without_createdb_and_a_database_in_use():
+    facts = db_facts(1, engine=Engine.POSTGRESQL, server=ServerFacts("15.18", False), in_use=True)
+    found = db_codes(sec=section(Engine.POSTGRESQL), facts=facts, plugin="4.0")
+    assert "role-cannot-create-db" in found and "database-in-use" in found
+
+
+def test_plugin_listed_but_not_found():
+    config = replace(PG_CONFIG, plugins=("/usr/share/orthanc/plugins", "/opt/missing.so"))
+    assert "plugin-not-found" in db_codes(config=config)
+    assert "plugin-not-found" not in db_codes()
+
+
+def test_dump_space_against_the_database_size():
+    """MySQL's text dump may take twice the database (BLOBs in hex); PostgreSQL's, its size."""
+    def space_codes(engine, revision):
+        facts = db_facts(revision, engine=engine, size=300 * 2**20)
+        return [h.code for h in assess(PG_CONFIG, None, None, backends=(section(engine),),
+                                       database=facts, dump_free=500 * 2**20)]
+    assert "dump-space" in space_codes(Engine.MYSQL, 6)
+    assert "dump-space" not in space_codes(Engine.POSTGRESQL, 1)
