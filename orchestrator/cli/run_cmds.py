@@ -47,7 +47,7 @@ def run(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
     from orchestrator.errors import JournalOpenError
     from orchestrator.journal import RunLock
     from orchestrator.plan import load_plan
-    from orchestrator.steps.wiring import journal_for, state_dir_for
+    from orchestrator.wiring import journal_for, state_dir_for
 
     plan_ = load_plan(plan_path)
     state = state_dir_for(plan_, state_dir)
@@ -97,7 +97,7 @@ def status(plan_path: Path | None, state_dir: Path | None, as_json: bool) -> Non
 def _journal_to_show(plan_path: Path | None, state_dir: Path | None) -> tuple[Any, Path]:
     """The plan's service journal, else the most recently written one in the state folder."""
     from orchestrator.journal import Journal
-    from orchestrator.steps.wiring import journal_for, state_dir_for
+    from orchestrator.wiring import journal_for, state_dir_for
 
     if plan_path is not None:
         from orchestrator.plan import load_plan
@@ -136,7 +136,7 @@ def _open(plan_: Any, *, dry: bool, state_dir: Path | None, check: bool = False,
     rollback and resume: a crashed run may have pointed the config at its new folder)."""
     from orchestrator.orthanc.config import load_config
     from orchestrator.plan import check_against_config
-    from orchestrator.steps.wiring import open_run
+    from orchestrator.wiring import open_run
 
     if check:
         check_against_config(plan_, load_config(plan_.service.config))
@@ -158,7 +158,7 @@ def _continue(plan_path: Path, state_dir: Path | None, as_json: bool, mode: str)
     from orchestrator.journal import RunLock
     from orchestrator.plan import load_plan
     from orchestrator.steps import from_journal
-    from orchestrator.steps.wiring import journal_for, state_dir_for
+    from orchestrator.wiring import journal_for, state_dir_for
 
     plan_ = load_plan(plan_path)
     state = state_dir_for(plan_, state_dir)
@@ -213,7 +213,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _open_journal_note(run: Any) -> str | None:
     """For `plan`: say when the journal on disk would make `run` refuse."""
     from orchestrator.errors import OrchestratorError
-    from orchestrator.steps.wiring import journal_for
+    from orchestrator.wiring import journal_for
 
     try:
         history = journal_for(run.state_dir, run.plan.service.name).last_run()

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 # layer -> the layers it may import (besides itself and the leaves `errors` and `journal`)
 ALLOWED = {
-    "cli": {"plan", "engine", "report", "steps", "orthanc", "services", "host", "replication"},
+    "cli": {"plan", "engine", "report", "steps", "orthanc", "services", "host", "replication", "wiring"},
+    "wiring": {"plan", "steps", "orthanc", "services", "host"},
     "plan": {"orthanc"},
     "engine": {"steps.base"},
     "report": {"steps", "orthanc", "services", "host"},
