@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 # layer -> the layers it may import (besides itself and the leaves `errors` and `journal`)
 ALLOWED = {
-    "cli": {"plan", "engine", "report", "steps", "orthanc", "services", "host", "replication", "wiring"},
+    "cli": {"plan", "engine", "report", "steps", "orthanc", "services", "host", "replication", "wiring", "runs"},
+    "runs": {"wiring", "plan", "engine", "steps", "orthanc"},
     "wiring": {"plan", "steps", "orthanc", "services", "host"},
     "plan": {"orthanc"},
     "engine": {"steps.base"},
