@@ -23,6 +23,7 @@ from orchestrator.journal import Journal, MemoryJournal, RunLock, new_run_id, sa
 from orchestrator.orthanc.config import OrthancConfig, load_config
 from orchestrator.orthanc.credentials import resolve
 from orchestrator.orthanc.rest import OrthancClient
+from orchestrator.orthanc.survey import Survey, survey
 from orchestrator.plan import Plan
 from orchestrator.services.base import ServiceManager, ServiceTarget
 from orchestrator.services.detect import detect, make_manager
@@ -168,6 +169,33 @@ def local_client(config: OrthancConfig) -> OrthancClient | None:
         return None
     return OrthancClient(clean, credentials, verify=_verify_tls(config, config.local_url),
                          timeout=REST_TIMEOUT)
+
+
+def survey_installation(config_path: Path, *, binary: Path | None, service: str,
+                        default_binary: Path) -> Survey:
+    """Wire `inspect`: survey the installation at `config_path` with a real runner, the
+    detected manager of `service` (observing only) and a loopback REST client."""
+    runner = RealRunner()
+
+    def service_view(config: OrthancConfig) -> dict:
+        target = ServiceTarget(name=service, binary=binary or default_binary,
+                               config=Path(config.path),
+                               index_dir=config.index_dir if config.index_backend == "sqlite"
+                               else None)
+        view: dict[str, Any] = {"name": service}
+        try:
+            kind, reason = detect(target, runner)
+            view.update(manager=kind, detected=reason)
+            manager = make_manager(kind, target, runner, RealClock())
+            status = manager.status()
+            view.update(state=status.state.value, main_pid=status.main_pid, detail=status.detail,
+                        warnings=manager.warnings())
+        except OrchestratorError as exc:
+            view["error"] = exc.message
+        return view
+
+    return survey(config_path, binary=binary, runner=runner, service_probe=service_view,
+                  client_for=local_client)
 
 
 def _verify_tls(config: OrthancConfig, url: str) -> bool:
