@@ -32,6 +32,8 @@ class CredentialsSpec:
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """The service a plan upgrades: its name, manager, binary, config and how to reach it."""
+
     name: str
     manager: Manager
     binary: Path
@@ -60,11 +62,12 @@ class StepSpec:
 
 @dataclass(frozen=True)
 class Plan:
+    """A checked plan: the service, its steps in order, where its runs are journaled
+    (`state_dir`, None: the default) and the raw mapping it was read from."""
+
     source: Path
     version: int
     service: ServiceSpec
     steps: tuple[StepSpec, ...]
     state_dir: Path | None
     raw: dict
-
-
