@@ -23,11 +23,11 @@ def inspect(config: Path, binary: Path | None, service_name: str, as_json: bool)
     when it could inspect (hazards included), 2 when the configuration is bad.
     """
     from orchestrator.report import to_json
-    from orchestrator.report.inspect import render_text
+    from orchestrator.report.inspect import render_survey
     from orchestrator.wiring import survey_installation
 
     if binary is None and DEFAULT_BINARY.exists():
         binary = DEFAULT_BINARY
     data = survey_installation(config, binary=binary, service=service_name,
                                default_binary=DEFAULT_BINARY).to_dict()
-    click.echo(to_json(data) if as_json else render_text(data))
+    click.echo(to_json(data) if as_json else render_survey(data))

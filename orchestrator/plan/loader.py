@@ -12,7 +12,7 @@ from pathlib import Path
 from orchestrator.errors import InputError
 from orchestrator.plan.document import read_yaml
 from orchestrator.plan.model import Plan
-from orchestrator.plan.normalize import build
+from orchestrator.plan.normalize import typed_plan
 from orchestrator.plan.problems import PlanError, format_path, kind_of
 from orchestrator.plan.rules import rule_problems
 from orchestrator.plan.schema import finite_problems, schema_problems
@@ -60,7 +60,7 @@ def parse_plan(text: str, source: str = "<plan>", *, base_dir: Path | None = Non
     if problems:
         raise PlanError(source, sorted(problems, key=lambda pr: (pr.line or 0, format_path(pr.path))))
     base = base_dir if base_dir is not None else Path.cwd()
-    return build(raw, lines, source, base)
+    return typed_plan(raw, lines, source, base)
 
 
 def _decode(data: bytes, source: str) -> str:

@@ -14,7 +14,7 @@ from orchestrator.plan.problems import KeyPath
 from orchestrator.plan.schema import PATH_REF, deref, schema_document, step_branches
 
 
-def build(raw: dict, lines: dict[KeyPath, int], source: str, base: Path) -> Plan:
+def typed_plan(raw: dict, lines: dict[KeyPath, int], source: str, base: Path) -> Plan:
     """Type a plan that passed the schema and the rules; `lines` gives each step its line."""
     top = normalize(raw, schema_document(), base)
     svc = top["service"]
@@ -40,7 +40,7 @@ def build(raw: dict, lines: dict[KeyPath, int], source: str, base: Path) -> Plan
 def normalize(value: Any, node: dict, base: Path) -> Any:
     """Copy `value`, filling in the schema's defaults and resolving $defs/path values."""
     if node.get("$ref") == PATH_REF and isinstance(value, str):
-        return resolve(value, base)
+        return _resolve_path(value, base)
     node = deref(node)
     if isinstance(value, dict) and "properties" in node:
         out = dict(value)
@@ -55,7 +55,7 @@ def normalize(value: Any, node: dict, base: Path) -> Any:
     return copy.deepcopy(value)
 
 
-def resolve(text: str, base: Path) -> Path:
+def _resolve_path(text: str, base: Path) -> Path:
     """An absolute path as given (POSIX or Windows style), else relative to `base`."""
     if PureWindowsPath(text).is_absolute() and not text.startswith("/"):
         return Path(text)  # C:\... or \\host\share: kept as written, for the Windows host

@@ -12,7 +12,7 @@ SECTIONS = (("Configuration", "config"), ("Index", "index"),
             ("Running server (REST)", "server"), ("Binary", "binary"), ("Service", "service"))
 
 
-def render_text(data: dict) -> str:
+def render_survey(data: dict) -> str:
     """Render a survey for a terminal: hazards first, then notes, then each section."""
     out = ["Hazards"]
     if not data["hazards"]:
