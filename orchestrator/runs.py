@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.engine import Engine, RunReport
 from orchestrator.errors import ExitCode, JournalOpenError, OrchestratorError
+from orchestrator.host.runner import Runner
 from orchestrator.journal import Journal, LockOwner, RunHistory, read_lock_owner
 from orchestrator.orthanc.config import load_config
 from orchestrator.plan import Plan, check_against_config
@@ -90,7 +91,7 @@ def preview(plan: Plan, *, state_dir: Path | None = None,
 
 
 def run(plan: Plan, *, state_dir: Path | None = None, observe: Observer | None = None,
-        notify: Notify | None = None, runner: Any = None,
+        notify: Notify | None = None, runner: Runner | None = None,
         manager_options: dict | None = None) -> RunReport:
     """Run `plan` under the service's run lock; on any failure roll back automatically.
 

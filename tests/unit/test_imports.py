@@ -27,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 # layer -> the layers (or modules) it may import, besides itself and the leaves
 ALLOWED = {
     "cli": {"runs", "wiring", "plan", "report", "orthanc", "replication"},
-    "runs": {"wiring", "plan", "engine", "steps", "orthanc"},
+    "runs": {"wiring", "plan", "engine", "steps", "orthanc", "host.runner"},
     "wiring": {"plan", "steps", "orthanc", "services", "host"},
     "plan": {"orthanc.credentials"},
     "engine": {"steps.base"},
