@@ -33,6 +33,7 @@ from orchestrator.steps.base import RunContext
 DEFAULT_STATE_DIR = Path("/var/lib/orchestrator")
 STATE_ENV = "ORCHESTRATOR_STATE_DIR"
 REST_TIMEOUT = (3.0, 30.0)
+SURVEY_TIMEOUT = (2.0, 5.0)  # `inspect` only reads two small answers: never hang on a stuck server
 # A start only has to survive this long before the health-check that follows it takes over
 # (the check proves more: the new PID, listening, answering); without one the manager's own
 # settle applies.
@@ -168,7 +169,7 @@ def local_client(config: OrthancConfig) -> OrthancClient | None:
     except OrchestratorError:
         return None
     return OrthancClient(clean, credentials, verify=_verify_tls(config, config.local_url),
-                         timeout=REST_TIMEOUT)
+                         timeout=SURVEY_TIMEOUT)
 
 
 def survey_installation(config_path: Path, *, binary: Path | None, service: str,

@@ -96,7 +96,7 @@ def survey(config_path: str | Path, *, binary: Path | None, runner: Runner,
         except (CommandError, InputError) as exc:
             error = exc.message
     server, notes, judged = None, [], index
-    if index is not None and index.locked and client_for is not None:
+    if index is not None and index.locked and client_for is not None and config.http_enabled:
         server, why_not = _ask_server(config, client_for)
         if server is not None:
             judged = _as_the_server_says(index, server)
