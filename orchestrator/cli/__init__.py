@@ -78,6 +78,11 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
 
 
+def _error_document(code: ExitCode, message: str, hint: str | None) -> None:
+    """The one JSON document of a command stopped early by an error (README, `--json` output)."""
+    click.echo(json.dumps({"ok": False, "exit_code": int(code), "error": message, "hint": hint}))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map expected errors to one line and their exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -85,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="orchestrator", standalone_mode=False)
     except OrchestratorError as exc:
         if _wants_json(args):
-            click.echo(json.dumps({"ok": False, "exit_code": int(exc.exit_code),
-                                   "error": exc.message, "hint": exc.hint}))
+            _error_document(exc.exit_code, exc.message, exc.hint)
         click.echo(f"orchestrator: error: {exc.message}", err=True)
         if exc.hint:
             click.echo(f"  hint: {exc.hint}", err=True)
@@ -96,6 +100,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.INTERRUPTED))
     except click.ClickException as exc:
         # Usage errors: click formats them (with the offending option) itself.
+        if _wants_json(args):
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "orchestrator"
+            _error_document(ExitCode.BAD_INPUT, exc.format_message(), f"see `{where} --help`")
         exc.show()
         sys.exit(int(ExitCode.BAD_INPUT))
     except click.exceptions.Exit as exc:

@@ -22,36 +22,12 @@ def inspect(config: Path, binary: Path | None, service_name: str, as_json: bool)
     CONFIG is the configuration file or folder Orthanc is started with. Exits 0
     when it could inspect (hazards included), 2 when the configuration is bad.
     """
-    from orchestrator.host.runner import RealRunner
     from orchestrator.report import to_json
-    from orchestrator.report.inspect import gather, render_text
+    from orchestrator.report.inspect import render_survey
+    from orchestrator.wiring import survey_installation
 
     if binary is None and DEFAULT_BINARY.exists():
         binary = DEFAULT_BINARY
-    runner = RealRunner()
-    report = gather(config, binary=binary, runner=runner,
-                    service_probe=lambda cfg: _service_view(service_name, cfg, binary, runner))
-    data = report.to_dict()
-    click.echo(to_json(data) if as_json else render_text(data))
-
-
-def _service_view(name: str, cfg, binary: Path | None, runner) -> dict:
-    """Which manager runs the service, why, and what it says now (observing only)."""
-    from orchestrator.errors import OrchestratorError
-    from orchestrator.host.clock import RealClock
-    from orchestrator.services.base import ServiceTarget
-    from orchestrator.services.detect import detect, make_manager
-
-    target = ServiceTarget(name=name, binary=binary or DEFAULT_BINARY, config=Path(cfg.path),
-                           index_dir=cfg.index_dir if cfg.index_backend == "sqlite" else None)
-    view: dict = {"name": name}
-    try:
-        kind, reason = detect(target, runner)
-        view.update(manager=kind, detected=reason)
-        manager = make_manager(kind, target, runner, RealClock())
-        status = manager.status()
-        view.update(state=status.state.value, main_pid=status.main_pid, detail=status.detail,
-                    warnings=manager.warnings())
-    except OrchestratorError as exc:
-        view["error"] = exc.message
-    return view
+    data = survey_installation(config, binary=binary, service=service_name,
+                               default_binary=DEFAULT_BINARY).to_dict()
+    click.echo(to_json(data) if as_json else render_survey(data))

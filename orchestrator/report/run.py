@@ -121,13 +121,25 @@ def render_history(run: Any, *, lock_owner: Any = None, plan_hint: str | None = 
     return "\n".join(lines)
 
 
+def render_status(status: Any) -> str:
+    """Explain `runs.status(...)`: the last run, or where no run was found."""
+    if status.history is None:
+        text = f"no run recorded in {status.where}"
+        if status.plan is None:
+            text += "\n(given a plan, `orchestrator status PLAN` reads the plan's own state_dir)"
+        return text
+    return render_history(status.history, lock_owner=status.lock_owner,
+                          plan_hint=str(status.plan) if status.plan else None)
+
+
 def _one_line(text: Any, width: int = 110) -> str:
     s = " ".join(str(text or "").split())
     return s if len(s) <= width else s[:width - 1] + "…"
 
 
-class Progress:
-    """Live step progress on a terminal (stderr); silent otherwise."""
+class StepProgress:
+    """Live step progress on a terminal (stderr); silent otherwise. (The transfer bar is
+    `orchestrator.progress.Progress`.)"""
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stderr

@@ -109,7 +109,7 @@ def test_a_stop_that_never_completes_fails_clearly_and_leaves_the_service_runnin
     from orchestrator.engine import Engine
     from orchestrator.journal import StepState
     from orchestrator.plan import load_plan
-    from orchestrator.steps.wiring import open_run
+    from orchestrator.wiring import open_run
 
     w = world_factory().start()
     pid = w.processes()[0].pid

@@ -57,14 +57,35 @@ def orthanc(tmp_path_factory, small_dataset):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_a_running_orthanc_is_locked_and_named(orthanc):
+def test_a_running_orthanc_is_locked_and_named_and_read_over_rest(orthanc, small_dataset):
+    """Issue 12: a healthy running server is not a warning. The index file cannot be read
+    while Orthanc holds it, so its facts come from the server's REST API, with a note."""
     server, (data, pid, text) = orthanc
     assert data["index"]["locked"] and data["index"]["locked_by"] == pid
-    assert data["index"]["schema_version"] is None
-    assert codes(data) == ["index-locked"]
+    assert data["index"]["schema_version"] is None  # the file's own facts stay as read
+    assert codes(data) == []
+    assert data["server"]["url"] == f"http://127.0.0.1:{server.port}"
+    assert data["server"]["version"] == "1.10.1" and data["server"]["database_version"] == 6
+    assert data["server"]["counts"]["instances"] == len(small_dataset)
+    assert len(data["notes"]) == 1 and f"pid {pid}" in data["notes"][0]
     assert text.returncode == 0
-    assert text.stdout.startswith("Hazards\n  WARNING  index-locked: ")
-    assert f"pid {pid}" in text.stdout
+    assert text.stdout.startswith("Hazards\n  (none)\n\nNotes\n  Orthanc 1.10.1 is running ")
+    assert "WARNING" not in text.stdout and "\nRunning server (REST)\n" in text.stdout
+
+
+def test_a_running_orthanc_that_refuses_rest_keeps_the_lock_warning(tmp_path):
+    """With authentication on and no credentials for it, the REST facts cannot be read:
+    the lock stays a warning, and a note says why."""
+    if not os.path.exists(ORTHANC_BINARY):
+        pytest.skip(f"{ORTHANC_BINARY} is not installed")
+    server = OrthancServer(tmp_path / "orthanc", username="alice", password="s3cret-pw")
+    server.start()
+    try:
+        data = inspect_json(str(server.config_path))
+    finally:
+        server.stop()
+    assert codes(data) == ["index-locked"] and data["server"] is None
+    assert "did not answer" in data["notes"][0] and "s3cret-pw" not in json.dumps(data)
 
 
 def test_the_stopped_orthanc_counts_and_version(orthanc, small_dataset):

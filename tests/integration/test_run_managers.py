@@ -89,7 +89,7 @@ def test_upgrade_under_systemd_then_a_rollback(systemd_world, data):
 def test_upgrade_under_a_sysv_init_script(tmp_path, data):
     from orchestrator.engine import Engine
     from orchestrator.plan import load_plan
-    from orchestrator.steps.wiring import open_run
+    from orchestrator.wiring import open_run
     from tests.harness.sysv import STOCK_SCRIPT, write_test_script
 
     if not STOCK_SCRIPT.exists() or shutil.which("start-stop-daemon") is None or os.geteuid() != 0:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from orchestrator.host.clock import FakeClock
 from orchestrator.host.runner import FakeRunner
 from orchestrator.plan import parse_plan
-from orchestrator.steps.wiring import _manager
+from orchestrator.wiring import plan_manager
 
 PLAN = """\
 version: 1
@@ -27,7 +27,7 @@ def test_sysv_keys_are_parsed_and_wired():
     assert plan.service.init_script == Path("/etc/init.d/orthanc-b-scoped")
     assert plan.service.allow_unscoped_stop is True
     config = SimpleNamespace(index_dir="/var/lib/orthanc-b", index_backend="sqlite")
-    manager, note = _manager(plan, config, FakeRunner({}), FakeClock(), None)
+    manager, note = plan_manager(plan, config, FakeRunner({}), FakeClock(), None)
     assert manager.kind == "sysv" and "as the plan says" in note
     assert manager.stop_commands() == [["/etc/init.d/orthanc-b-scoped", "stop"]]
     assert manager.allow_unscoped_stop is True
@@ -38,6 +38,6 @@ def test_sysv_keys_default_to_the_stock_script_and_refusal():
                       .replace("  allow_unscoped_stop: true\n", ""), "p.yaml", base_dir=Path("/plans"))
     assert plan.service.init_script is None and plan.service.allow_unscoped_stop is False
     config = SimpleNamespace(index_dir="/var/lib/orthanc-b", index_backend="sqlite")
-    manager, _ = _manager(plan, config, FakeRunner({}), FakeClock(), None)
+    manager, _ = plan_manager(plan, config, FakeRunner({}), FakeClock(), None)
     assert manager.stop_commands() == [["/etc/init.d/orthanc-b", "stop"]]
     assert manager.allow_unscoped_stop is False

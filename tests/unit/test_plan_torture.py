@@ -93,10 +93,10 @@ def test_a_device_that_never_ends_is_read_only_up_to_the_limit():
 def test_alias_bomb_is_refused_while_composing(monkeypatch):
     """The bomb would be 10**9 nodes: refused once the count passes MAX_NODES, before any
     data is constructed (a measured figure is in the report: about a millisecond)."""
-    import orchestrator.plan as plan_mod
+    import orchestrator.plan.document as plan_mod
 
     constructed = []
-    loader = plan_mod._loader_class()
+    loader = plan_mod.loader_class()
     monkeypatch.setattr(loader, "construct_document",
                         lambda self, node: constructed.append(node), raising=True)
     with pytest.raises(InputError, match="refused"):
