@@ -20,11 +20,12 @@ from typing import Any
 from orchestrator.engine import Engine, RunReport
 from orchestrator.errors import ExitCode, JournalOpenError, OrchestratorError
 from orchestrator.host.runner import Runner
-from orchestrator.journal import Journal, LockOwner, RunHistory, read_lock_owner
+from orchestrator.journal import Journal, RunHistory
+from orchestrator.lock import LockOwner, read_lock_owner
 from orchestrator.orthanc.config import load_config
 from orchestrator.plan import Plan, check_against_config
 from orchestrator.steps import from_journal
-from orchestrator.wiring import WiredRun, journal_for, lock_for, open_run, state_dir_for
+from orchestrator.wiring import WiredRun, journal_for, lock_for, open_run, orthanc_locks, state_dir_for
 
 Observer = Callable[..., None]  # engine events: observe(event, **data)
 Notify = Callable[[str], None]  # a message the operator should see at once (a stale lock)
@@ -202,7 +203,11 @@ def _locked(plan: Plan, state: Path, command: str, notify: Notify | None) -> Ite
         # The lock's own hint names a bare `status`, which reads the default state folder.
         raise JournalOpenError(exc.message, hint=f"wait for it to finish; `orchestrator status "
                                                  f"{plan.source}` shows it") from None
+    held = []
     try:
+        for other in orthanc_locks(plan):
+            other.acquire(command, service=plan.service.name, state_dir=state)
+            held.append(other)
         notes = [n for n in [lock.stale_message()] if n]
         for note in notes:
             if notify is not None:
@@ -210,6 +215,8 @@ def _locked(plan: Plan, state: Path, command: str, notify: Notify | None) -> Ite
         with _signals_interrupt():
             yield notes
     finally:
+        for other in reversed(held):
+            other.release()
         lock.release()
 
 

@@ -19,7 +19,8 @@ from orchestrator.errors import InputError, OrchestratorError
 from orchestrator.host.clock import Clock, RealClock
 from orchestrator.host.host import Host, make_host
 from orchestrator.host.runner import RealRunner, Runner
-from orchestrator.journal import Journal, MemoryJournal, RunLock, new_run_id, safe_name
+from orchestrator.journal import Journal, MemoryJournal, new_run_id, safe_name
+from orchestrator.lock import OrthancLock, RunLock, config_key, index_key
 from orchestrator.orthanc.config import OrthancConfig, load_config
 from orchestrator.orthanc.credentials import resolve
 from orchestrator.orthanc.rest import OrthancClient
@@ -71,6 +72,19 @@ def journal_for(state_dir: Path, service: str) -> Journal:
     return Journal.for_service(state_dir, service)
 
 
+def orthanc_locks(plan: Plan) -> list[OrthancLock]:
+    """The per-Orthanc locks a run holds besides the state folder's: its index (the real path
+    of a SQLite index, or the database's identity) and its configuration's real path."""
+    locks = [OrthancLock(config_key(Path(plan.service.config)))]
+    try:
+        config = load_config(plan.service.config)
+    except InputError:
+        return locks  # the run itself says what is wrong with the configuration
+    section = config.values.get({"postgresql": "PostgreSQL", "mysql": "MySQL"}.get(
+        config.index_backend, ""), {})
+    return [OrthancLock(index_key(config.index_backend, Path(config.index_dir), section)), *locks]
+
+
 def lock_for(state_dir: Path, service: str) -> RunLock:
     """The run lock of `service` in `state_dir` (not taken yet)."""
     return RunLock.for_service(state_dir, service)
@@ -94,11 +108,12 @@ def open_run(plan: Plan, *, dry: bool, state_dir: Path | None = None, run_id: st
     svc = plan.service
     state = state_dir_for(plan, state_dir)
     config = load_config(svc.config)
-    runner, clock = runner or RealRunner(), RealClock()
-    manager, manager_note = plan_manager(plan, config, runner, clock, manager_options)
     orthanc, hidden = rest_factory(plan, config)
+    runner, clock = runner or RealRunner(hidden_env=hidden), RealClock()
+    manager, manager_note = plan_manager(plan, config, runner, clock, manager_options)
     host = make_host(dry=dry, manager=manager, orthanc=orthanc, runner=runner, clock=clock,
                      hidden_env=hidden)
+    host.files.add_private_root(state)
     run_id = run_id or new_run_id()
     ctx = RunContext(plan=plan, run_id=run_id,
                      run_dir=state / safe_name(svc.name) / run_id, records=dict(records or {}))

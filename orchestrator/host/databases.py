@@ -165,12 +165,8 @@ class Client(Protocol):
 class Databases:
     """Read and change databases; changes through `Changes` (so a dry run never writes)."""
 
-    def __init__(self, changes: Changes, runner: Runner, clients: Sequence[Client] | None = None):
+    def __init__(self, changes: Changes, clients: Sequence[Client]):
         self.changes = changes
-        if clients is None:
-            from orchestrator.host.mysql import MySQLClient
-            from orchestrator.host.postgresql import PostgreSQLClient
-            clients = (PostgreSQLClient(runner), MySQLClient(runner))
         self.clients = {c.engine: c for c in clients}
         self._made: set[tuple[str, str]] = set()  # dry run: (where, name) that would exist
         self._gone: set[tuple[str, str]] = set()

@@ -20,7 +20,10 @@ from typing import Protocol
 from orchestrator.errors import Completed
 from orchestrator.host.changes import Changes
 from orchestrator.host.clock import Clock, RealClock
+from orchestrator.host.databases import Databases
 from orchestrator.host.files import Files
+from orchestrator.host.mysql import MySQLClient
+from orchestrator.host.postgresql import PostgreSQLClient
 from orchestrator.host.processes import Processes
 from orchestrator.host.runner import RealRunner, Runner
 from orchestrator.host.service import ServicePort
@@ -75,6 +78,12 @@ class Host:
     commands: Commands
     service: ServicePort
     orthanc: Callable[[], OrthancPort]  # a fresh REST client for the service (reads only)
+    databases: Databases  # the index database of a PostgreSQL/MySQL site (dump, clone, ...)
+
+
+def make_databases(changes: Changes, runner: Runner) -> Databases:
+    """The database port with the PostgreSQL and MySQL/MariaDB command-line clients."""
+    return Databases(changes, (PostgreSQLClient(runner), MySQLClient(runner)))
 
 
 def make_host(*, dry: bool, manager: object, orthanc: Callable[[], OrthancPort],
@@ -87,4 +96,4 @@ def make_host(*, dry: bool, manager: object, orthanc: Callable[[], OrthancPort],
     return Host(changes=changes, clock=clock, runner=runner, files=Files(changes),
                 processes=Processes(changes, clock, hidden_env=hidden_env),
                 commands=Commands(runner, changes), service=ServicePort(manager, changes),
-                orthanc=orthanc)
+                orthanc=orthanc, databases=make_databases(changes, runner))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import InputError
+from orchestrator.paths import read_regular_file
 from orchestrator.orthanc import jsonc
 
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a configuration is kilobytes; refuse to slurp a disk image
@@ -179,7 +180,7 @@ def _read_text(path: Path) -> str:
         if size > MAX_FILE_BYTES:
             raise InputError(f"{path} is {size} bytes: too large for an Orthanc configuration",
                              hint="point to the configuration file or folder")
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_FILE_BYTES, what="Orthanc configuration")
     except PermissionError as exc:
         raise InputError(f"cannot read {path}: permission denied",
                          hint="run as root or as the user Orthanc runs as") from exc

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from orchestrator.errors import InputError
+from orchestrator.paths import read_regular_file
 from orchestrator.plan.document import read_yaml
 from orchestrator.plan.model import Plan
 from orchestrator.plan.normalize import typed_plan
@@ -31,8 +32,8 @@ def load_plan(path: str | Path) -> Plan:
                              hint="give the plan's YAML file, e.g. playbooks/debian-systemd.yaml")
         if st.st_size > MAX_PLAN_BYTES:
             raise _too_big(shown, st.st_size)
-        with open(p, "rb") as f:
-            data = f.read(MAX_PLAN_BYTES + 1)  # bounded even when stat lies (a device, a pipe)
+        # Bounded and non-blocking: a FIFO or a device is refused at once instead of hanging.
+        data = read_regular_file(p, MAX_PLAN_BYTES, what="plan")
     except OSError as exc:
         raise InputError(f"{shown}: cannot read the plan: {exc.strerror or exc}",
                          hint="check the path and its permissions") from exc

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.host.changes import Changes
+from orchestrator.host.host import make_databases
 from orchestrator.host.databases import Connection, Databases
 from orchestrator.host.runner import RealRunner
 from orchestrator.orthanc.backends import DatabaseSection, index_database
@@ -105,7 +106,7 @@ def site_factory():
         server.upload(make_dataset(instances, per_series=3, rows=16, cols=16, seed=seed))
         section = index_database(load_config(server.config_path))
         assert section is not None
-        return Site(server, section, Databases(Changes(), RealRunner()))
+        return Site(server, section, make_databases(Changes(), RealRunner()))
 
     make.orthanc_on = orthanc_on
     yield make

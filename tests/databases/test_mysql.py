@@ -141,9 +141,9 @@ def test_the_collation_trap_that_restore_avoids(mariadb, site_factory, tmp_path)
 
 def site_factory_databases():
     from orchestrator.host.changes import Changes
-    from orchestrator.host.databases import Databases
+    from orchestrator.host.host import make_databases
     from orchestrator.host.runner import RealRunner
-    return Databases(Changes(), RealRunner())
+    return make_databases(Changes(), RealRunner())
 
 
 def test_attachments_in_the_database_come_with_the_clone(mariadb, site_factory):

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from orchestrator.host.changes import Changes
+from orchestrator.host.host import make_databases
 from orchestrator.host.databases import (
     ClientToolMissingError, CreateDatabaseDeniedError, DatabaseAuthError, DatabaseBusyError,
     DatabaseExistsError, Databases, DatabaseUnreachableError, DumpSpaceError)
@@ -127,7 +128,7 @@ def test_dry_run_never_writes(postgres, site_factory, tmp_path):
     site.orthanc.stop()
     before = postgres.sql("SELECT datname FROM pg_database ORDER BY 1;")
     log_mark = len(postgres.log_text())
-    dry = Databases(Changes(dry=True), RealRunner())
+    dry = make_databases(Changes(dry=True), RealRunner())
     dump = dry.dump(site.conn, tmp_path / "dry.dump")
     dry.clone(site.conn, "dry_next")
     dry.restore(site.conn, tmp_path / "dry.dump", "dry_restored")
@@ -201,7 +202,7 @@ def test_disk_too_small_for_the_dump(postgres, site_factory):
 
 def test_pg_dump_missing(postgres, site_factory, tmp_path):
     site = site_factory(postgres, "notool")
-    port = Databases(Changes(), RealRunner(), clients=[PostgreSQLClient(
+    port = Databases(Changes(), clients=[PostgreSQLClient(
         RealRunner(), bindir=str(tmp_path / "empty-bin"))])
     with pytest.raises(ClientToolMissingError) as info:
         port.server(site.conn)
@@ -293,7 +294,7 @@ def test_attachments_in_the_database_come_with_the_clone_and_the_dump(postgres, 
     db_section = index_database(load_config(first.config_path))
     assert db_section is not None and db_section.storage and not db_section.files_on_disk
     first.stop()
-    port = Databases(Changes(), RealRunner())
+    port = make_databases(Changes(), RealRunner())
     port.clone(db_section.connection(), "blobs_next")
     dump = port.dump(db_section.connection(), tmp_path / "blobs.dump")
     port.restore(db_section.connection(), dump.path, "blobs_restored")
@@ -317,10 +318,10 @@ def test_facts_and_dump_over_the_unix_socket(postgres, site_factory, tmp_path):
     server = site_factory.orthanc_on(postgres, "socket", section=section)
     db_section = index_database(load_config(server.config_path))
     assert db_section.transport.value == "unix-socket"
-    facts = read_database_index(db_section, Databases(Changes(), RealRunner()))
+    facts = read_database_index(db_section, make_databases(Changes(), RealRunner()))
     assert facts.error is None and facts.revision == 1 and facts.in_use
     assert facts.where.startswith("socket ")
-    assert Databases(Changes(), RealRunner()).dump(db_section.connection(),
+    assert make_databases(Changes(), RealRunner()).dump(db_section.connection(),
                                                    tmp_path / "s.dump").sha256
 
 

@@ -16,6 +16,7 @@ import pytest
 from orchestrator.errors import CommandError, Completed
 from orchestrator.host import mysql, postgresql
 from orchestrator.host.changes import Changes
+from orchestrator.host.host import make_databases
 from orchestrator.host.databases import (
     ClientToolMissingError, Connection, CreateDatabaseDeniedError, DatabaseAuthError,
     DatabaseBusyError, DatabaseError, DatabaseExistsError, DatabaseMissingError, Databases,
@@ -125,7 +126,7 @@ def _pg_answers(*, size: int = 1000, sessions: str = "", owner: str = "orthanc",
 
 def test_dry_run_records_and_runs_no_change(tmp_path):
     runner = ScriptedRunner(_pg_answers())
-    db = Databases(Changes(dry=True), runner)
+    db = make_databases(Changes(dry=True), runner)
     dump = db.dump(PG, tmp_path / "d" / "orthanc.dump")
     db.clone(PG, "orthanc_next")
     db.restore(PG, tmp_path / "d" / "orthanc.dump", "orthanc_back")
@@ -144,7 +145,7 @@ def test_dry_run_records_and_runs_no_change(tmp_path):
 
 def test_dump_records_sha256_and_keeps_credentials_in_a_private_file(tmp_path):
     runner = ScriptedRunner(_pg_answers())
-    dump = Databases(Changes(), runner).dump(PG, tmp_path / "orthanc.dump")
+    dump = make_databases(Changes(), runner).dump(PG, tmp_path / "orthanc.dump")
     import hashlib
     assert dump.sha256 == hashlib.sha256(b"PGDMP fake").hexdigest()
     assert dump.path.read_bytes() == b"PGDMP fake" and dump.size == 10
@@ -176,7 +177,7 @@ def test_mysql_option_file_quotes_the_password():
 def test_dump_refused_when_the_disk_is_smaller_than_the_database(tmp_path):
     runner = ScriptedRunner(_pg_answers(size=2 ** 62))
     with pytest.raises(DumpSpaceError) as info:
-        Databases(Changes(), runner).dump(PG, tmp_path / "orthanc.dump")
+        make_databases(Changes(), runner).dump(PG, tmp_path / "orthanc.dump")
     assert info.value.message.startswith("/etc/orthanc/postgresql.json: PostgreSQL: ")
     assert not any(a[0] == "pg_dump" for a, _ in runner.calls)
 
@@ -184,7 +185,7 @@ def test_dump_refused_when_the_disk_is_smaller_than_the_database(tmp_path):
 def test_clone_refused_while_someone_is_connected():
     runner = ScriptedRunner(_pg_answers(sessions="4242\torthanc\t\t127.0.0.1\n"))
     with pytest.raises(DatabaseBusyError) as info:
-        Databases(Changes(), runner).clone(PG, "orthanc_next")
+        make_databases(Changes(), runner).clone(PG, "orthanc_next")
     assert "1 session(s) of orthanc" in info.value.message and info.value.hint
     assert not any("CREATE DATABASE" in sql for _, sql in runner.calls)
 
@@ -192,14 +193,14 @@ def test_clone_refused_while_someone_is_connected():
 def test_clone_target_that_exists_is_refused_before_any_change():
     runner = ScriptedRunner(_pg_answers(exists=True))
     with pytest.raises(DatabaseExistsError):
-        Databases(Changes(), runner).clone(PG, "orthanc_next")
+        make_databases(Changes(), runner).clone(PG, "orthanc_next")
     assert not any("CREATE" in sql for _, sql in runner.calls)
 
 
 def test_clone_owner_is_checked():
     runner = ScriptedRunner(_pg_answers(owner="postgres"))
     with pytest.raises(OwnerMismatchError):
-        Databases(Changes(), runner).clone(PG, "orthanc_next")
+        make_databases(Changes(), runner).clone(PG, "orthanc_next")
     sql = [s for _, s in runner.calls if "CREATE DATABASE" in s]
     assert sql == ['CREATE DATABASE :"name" TEMPLATE :"old" OWNER :"owner";']
 
@@ -207,12 +208,12 @@ def test_clone_owner_is_checked():
 def test_role_without_createdb():
     runner = ScriptedRunner(_pg_answers(fail="CREATE DATABASE"))
     with pytest.raises(CreateDatabaseDeniedError) as info:
-        Databases(Changes(), runner).clone(PG, "orthanc_next")
+        make_databases(Changes(), runner).clone(PG, "orthanc_next")
     assert "CREATEDB" in info.value.hint and info.value.completed.returncode == 1
 
 
 def test_bad_target_names_are_input_errors():
-    db = Databases(Changes(dry=True), ScriptedRunner(_pg_answers()))
+    db = make_databases(Changes(dry=True), ScriptedRunner(_pg_answers()))
     for name in ("", "a b", "x;drop", "é", "a" * 64):
         with pytest.raises(Exception) as info:
             db.clone(PG, name)
@@ -244,7 +245,7 @@ def test_mysql_dump_keeps_routines_and_triggers(tmp_path):
 
 def test_restore_checks_the_dump_before_creating_anything(tmp_path):
     runner = ScriptedRunner(_pg_answers())
-    db = Databases(Changes(), runner)
+    db = make_databases(Changes(), runner)
     dump = db.dump(PG, tmp_path / "orthanc.dump")
     dump.path.write_bytes(b"PGDMP tampered")
     with pytest.raises(DatabaseError, match="changed since it was taken"):
@@ -257,7 +258,7 @@ def test_restore_checks_the_dump_before_creating_anything(tmp_path):
 def test_a_dry_run_sees_the_databases_its_earlier_changes_would_make(tmp_path):
     """clone then dump the clone: the dry run reads no size of a database that does not exist."""
     runner = ScriptedRunner(_pg_answers())
-    db = Databases(Changes(dry=True), runner)
+    db = make_databases(Changes(dry=True), runner)
     db.clone(PG, "orthanc_next")
     dump = db.dump(PG.on("orthanc_next"), tmp_path / "next.dump")
     assert dump.size == 0 and len(db.changes) == 2

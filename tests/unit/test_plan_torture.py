@@ -83,11 +83,20 @@ def test_generated_torture(tmp_path):
         assert "\n" not in info.value.message and info.value.hint, name
 
 
-def test_a_device_that_never_ends_is_read_only_up_to_the_limit():
+def test_a_device_that_never_ends_is_refused_before_reading():
+    """Issue 12: a plan that is not a regular file is refused at once (it was read up to the
+    size limit before; a FIFO then hung)."""
     if not os.path.exists("/dev/zero"):
         pytest.skip("no /dev/zero")
-    with pytest.raises(InputError, match="larger than"):
+    with pytest.raises(InputError, match="character device; the plan must be a regular file"):
         load_plan("/dev/zero")
+
+
+def test_a_fifo_plan_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "plan.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="regular file"):
+        load_plan(fifo)
 
 
 def test_alias_bomb_is_refused_while_composing(monkeypatch):
