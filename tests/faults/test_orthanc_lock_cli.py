@@ -29,8 +29,6 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="cli/run_cmds.py does not take the per-Orthanc lock yet "
-                                       "(see the report: _orthanc_locks); passes with it")
 def test_run_refuses_while_another_run_holds_the_same_orthanc(world_factory, tmp_path):
     w = world_factory().start()
     locks = tmp_path / "locks"

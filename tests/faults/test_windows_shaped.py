@@ -86,8 +86,6 @@ def test_plan_of_the_process_manager_under_windows_shape(world_factory):
 
 
 @pytest.mark.orthanc
-@pytest.mark.xfail(strict=True, reason="cli/run_cmds.py:200 reads signal.SIGHUP, which Windows "
-                                       "lacks (owned elsewhere; remove this mark once fixed)")
 def test_run_then_crash_and_rollback_under_windows_shape(world_factory):
     import json
 
