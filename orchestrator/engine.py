@@ -9,7 +9,9 @@ dry run (`plan`), `resume` and `rollback`:
 - a failure (an error, a bug, Ctrl-C) undoes every touched step newest-first,
   the one in flight included, keeps going through undo errors and reports them;
 - a dry run records changes instead of making them and skips `verify`, which
-  only checks the effect of a change that was not made.
+  only checks the effect of a change that was not made;
+- a rollback ends with the caller's `prove` (the old service back, whole, able
+  to store): without that proof it is reported incomplete, never done.
 
 Exit codes: 0 done, 1 refused before any change, 2 bad input, 3 rolled back,
 4 rollback incomplete (the report says exactly what to do), 5 journal open.
@@ -22,21 +24,22 @@ import signal
 import socket
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
 from orchestrator.errors import ExitCode, InputError, OrchestratorError, RefusedError
 from orchestrator.journal import (Event, Journal, JournalWriteError, RunHistory, RunOutcome,
                                   StepRecord, StepState)
 from orchestrator.run_report import (Downtime, Outcome, RunReport, StepReport, StepStatus,
-                                     downtime)
-from orchestrator.steps.base import Host, PlanView, RunContext, StepFacts, StepIntent, StepOptions
+                                     downtime, plan_path, step_detail)
+from orchestrator.steps.base import Host, RunContext, StepFacts, StepIntent, StepOptions
 
 CRASH_ENV = "ORCHESTRATOR_TEST_CRASH_AT"  # tests only: "<step-id>:<before|during|after>"
 
 
 class Step(Protocol):
-    """One plan step. Only `apply` and `undo` change anything, through the host's ports."""
+    """One plan step (the contract: steps/base.py and docs/architecture.md). Only `apply` and
+    `undo` change anything, through the host's ports; `check`, `intend`, `verify` and
+    `holds` only read; `manual_undo` says what to do by hand when `undo` failed."""
 
     id: str
     kind: str
@@ -44,43 +47,34 @@ class Step(Protocol):
     options: StepOptions
     downtime: Downtime | None
 
-    def describe(self) -> str:
-        """One line: what the step does."""
-
-    def check(self, host: Host, ctx: RunContext) -> list[str]:
-        """Static checks before anything runs (reads only); return warnings, raise to refuse."""
-
-    def intend(self, host: Host, ctx: RunContext) -> StepIntent:
-        """Decide what exactly to do (reads only); journaled before `apply`."""
-
-    def apply(self, host: Host, ctx: RunContext, intent: StepIntent) -> StepFacts:
-        """Make the change; return facts (journaled with `done`)."""
-
-    def verify(self, host: Host, ctx: RunContext, intent: StepIntent, facts: StepFacts) -> StepFacts:
-        """Prove the change took effect (reads only; skipped in a dry run); the facts, completed."""
-
-    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
-        """Put back what the step changed; safe whether apply ran fully, partly or not at all."""
-
-    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
-        """For `resume`: None when a done step's effect still holds, else why not."""
-
-    def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
-        """What the operator must do by hand when `undo` failed."""
-
-    def facts_of(self, record: StepRecord) -> StepFacts | None:
-        """The record's journaled facts as this kind's typed facts (None: not done)."""
+    def describe(self) -> str: ...
+    def check(self, host: Host, ctx: RunContext) -> list[str]: ...
+    def intend(self, host: Host, ctx: RunContext) -> StepIntent: ...
+    def apply(self, host: Host, ctx: RunContext, intent: StepIntent) -> StepFacts: ...
+    def verify(self, host: Host, ctx: RunContext, intent: StepIntent, facts: StepFacts) -> StepFacts: ...
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str: ...
+    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None: ...
+    def manual_undo(self, ctx: RunContext, record: StepRecord) -> str: ...
+    def facts_of(self, record: StepRecord) -> StepFacts | None: ...
 
 
-def _observe_nothing(event: str, **data: object) -> None:
-    pass
+def _observe_nothing(event: str, **data: object) -> None: ...
+
+
+class Proof(Protocol):
+    """What ends a rollback: `prove` the old service back and return the notes to report
+    (raise OrchestratorError saying what does not hold); `manual` says what to do by hand."""
+
+    def prove(self, host: Host, ctx: RunContext) -> list[str]: ...
+    def manual(self, ctx: RunContext) -> list[str]: ...
 
 
 class Engine:
     """Run steps on a host with a journal; one instance per command."""
 
     def __init__(self, steps: list[Step], host: Host, journal: Journal, ctx: RunContext, *,
-                 mode: str, plan_sha256: str = "", observe: Callable[..., None] = _observe_nothing):
+                 mode: str, plan_sha256: str = "", observe: Callable[..., None] = _observe_nothing,
+                 proof: Proof | None = None):
         self.steps = steps
         self.host = host
         self.journal = journal
@@ -89,11 +83,12 @@ class Engine:
         self.mode = mode
         self.plan_sha256 = plan_sha256
         self.observe = observe
+        self.proof = proof
         self.t0 = host.clock.now()
         self.error: BaseException | None = None
         self.undoing = False
         plan = ctx.plan
-        self.report = RunReport(mode, ctx.run_id, _plan_path(plan),
+        self.report = RunReport(mode, ctx.run_id, plan_path(plan),
                                 getattr(getattr(plan, "service", None), "name", "?"),
                                 [StepReport(s.id, str(s.kind), s.describe(),
                                             downtime=getattr(s, "downtime", None)) for s in steps])
@@ -135,7 +130,7 @@ class Engine:
                 facts = step.facts_of(rec)
                 notes = facts.notes if facts else ()
                 row.status, row.notes = StepStatus.VERIFIED, list(notes)
-                row.detail = _detail(facts.summary if facts else "", notes) or "still holds"
+                row.detail = step_detail(facts.summary if facts else "", notes) or "still holds"
             elif rec.state in (StepState.STARTED, StepState.FAILED):
                 # In flight at the crash: put back whatever it did, then run it again.
                 if not self._undo_one(step, rec):
@@ -206,7 +201,7 @@ class Engine:
             _crash_point(step.id, "after")
             row.seconds = self.host.clock.now() - self.t0 - row.start
             row.status = StepStatus.WOULD if self.dry else StepStatus.DONE
-            row.detail, row.notes = _detail(facts.summary, facts.notes), list(facts.notes)
+            row.detail, row.notes = step_detail(facts.summary, facts.notes), list(facts.notes)
             self.report.notes.extend(f"{step.id}: {n}" for n in facts.notes)
             self.report.warnings.extend(facts.warnings)
             self.observe("step-finished", step=step.id, status=row.status.value,
@@ -272,6 +267,8 @@ class Engine:
         self._finish_rollback(incomplete=incomplete)
 
     def _finish_rollback(self, *, incomplete: bool) -> RunReport:
+        if not incomplete and self.proof is not None and not self.dry:
+            incomplete = not self._prove()
         if incomplete:
             self.report.outcome = Outcome.ROLLBACK_INCOMPLETE
             self.report.exit_code = ExitCode.ROLLBACK_INCOMPLETE
@@ -282,6 +279,32 @@ class Engine:
             self.report.exit_code = ExitCode.ROLLED_BACK
         return self.report
 
+    def _prove(self) -> bool:
+        """Run the proof that ends a rollback; False (and the manual steps) when it fails."""
+        assert self.proof is not None
+        self.observe("step-line", step="rollback", line="proving the old service is back")
+        try:
+            notes = self.proof.prove(self.host, self.ctx)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - reported, exit 4
+            msg = self._message(exc)
+            self.report.manual.append(f"the rollback could not prove the old service back: {msg}")
+            self.report.manual.extend(self.proof.manual(self.ctx))
+            self.observe("step-line", step="rollback", line=f"proof failed: {msg}")
+            return False
+        self.report.notes.extend(notes)
+        for note in notes:
+            self.observe("step-line", step="rollback", line=note)
+        return True
+
+    def _message(self, exc: BaseException) -> str:
+        """One line for an undo's or the proof's failure (a bug keeps its traceback)."""
+        if isinstance(exc, OrchestratorError):
+            return exc.message + (f" ({exc.hint})" if exc.hint else "")
+        if isinstance(exc, KeyboardInterrupt):
+            return "interrupted"
+        self.report.trace = "".join(traceback.format_exception(exc))
+        return f"internal error: {type(exc).__name__}: {exc}"
+
     def _undo_one(self, step: Step, rec: StepRecord) -> bool:
         row = self.by_id[step.id]
         self._journal(Event.UNDO_STARTED, step=step.id)
@@ -291,11 +314,7 @@ class Engine:
         try:
             text = step.undo(self.host, self.ctx, rec)
         except Exception as exc:  # noqa: BLE001 - keep undoing the others
-            if isinstance(exc, OrchestratorError):
-                msg = exc.message + (f" ({exc.hint})" if exc.hint else "")
-            else:
-                msg = f"internal error: {type(exc).__name__}: {exc}"
-                self.report.trace = "".join(traceback.format_exception(exc))
+            msg = self._message(exc)
             rec.state, rec.undo_error = StepState.UNDO_FAILED, msg
             self._journal(Event.UNDO_FAILED, step=step.id, error=msg)
             row.status, row.undo = StepStatus.UNDO_FAILED, msg
@@ -325,7 +344,8 @@ class Engine:
         still_open = r.outcome == Outcome.REFUSED and self.mode != "run" and any(
             rec.needs_undo for rec in self.ctx.records.values())
         if not still_open:  # a refused resume leaves the earlier run open, as it was
-            self._journal(Event.RUN_FINISHED, outcome=_JOURNAL_OUTCOME[r.outcome].value,
+            done = RunOutcome.DONE.value if r.outcome == Outcome.PLANNED else r.outcome.value
+            self._journal(Event.RUN_FINISHED, outcome=RunOutcome(done).value,
                           exit_code=int(r.exit_code), message=r.error)
         return r
 
@@ -369,16 +389,6 @@ class Engine:
             return exc.message
 
 
-_JOURNAL_OUTCOME = {Outcome.DONE: RunOutcome.DONE, Outcome.PLANNED: RunOutcome.DONE,
-                    Outcome.REFUSED: RunOutcome.REFUSED, Outcome.ROLLED_BACK: RunOutcome.ROLLED_BACK,
-                    Outcome.ROLLBACK_INCOMPLETE: RunOutcome.ROLLBACK_INCOMPLETE}
-
-
-def _detail(summary: str, notes: tuple[str, ...]) -> str:
-    """A step's one-line detail: its summary, then what the service manager had to do."""
-    return "; ".join([summary, *notes] if summary else notes)
-
-
 def _crash_point(step_id: str, where: str) -> None:
     """Tests only: die like kill -9 at `<step-id>:<where>` when the variable names it."""
     wanted = os.environ.get(CRASH_ENV)
@@ -386,10 +396,5 @@ def _crash_point(step_id: str, where: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-__all__ = ["Engine", "Outcome", "RunContext", "RunReport", "Step", "StepReport", "StepStatus",
-           "CRASH_ENV"]
-
-
-def _plan_path(plan: PlanView) -> str:
-    source = getattr(plan, "source", None)
-    return str(Path(source).absolute()) if source is not None else "?"
+__all__ = ["Engine", "Outcome", "Proof", "RunContext", "RunReport", "Step", "StepReport",
+           "StepStatus", "CRASH_ENV"]

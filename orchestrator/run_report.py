@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 from orchestrator.errors import ExitCode
 
@@ -113,3 +114,13 @@ def downtime(steps: list[StepReport]) -> float | None:
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
+
+
+def step_detail(summary: str, notes: tuple[str, ...]) -> str:
+    """A step's one-line detail: its summary, then what the service manager had to do."""
+    return "; ".join([summary, *notes] if summary else notes)
+
+
+def plan_path(plan: object) -> str:
+    source = getattr(plan, "source", None)
+    return str(Path(source).absolute()) if source is not None else "?"

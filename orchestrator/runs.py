@@ -25,6 +25,8 @@ from orchestrator.lock import LockOwner, read_lock_owner
 from orchestrator.orthanc.config import load_config
 from orchestrator.plan import Plan, check_against_config
 from orchestrator.steps import from_journal
+from orchestrator.steps.base import Host, RunContext
+from orchestrator.steps.recovery import manual_restore, prove_restored
 from orchestrator.wiring import WiredRun, journal_for, lock_for, open_run, orthanc_locks, state_dir_for
 
 Observer = Callable[..., None]  # engine events: observe(event, **data)
@@ -184,10 +186,22 @@ def _continue(plan: Plan, mode: str, state_dir: Path | None, observe: Observer |
         return engine.rollback(history) if mode == "rollback" else engine.resume(history)
 
 
+class _Restored:
+    """The proof that ends every rollback (steps/recovery.py), as the engine's `Proof`."""
+
+    @staticmethod
+    def prove(host: Host, ctx: RunContext) -> list[str]:
+        return prove_restored(host, ctx)
+
+    @staticmethod
+    def manual(ctx: RunContext) -> list[str]:
+        return manual_restore(ctx)
+
+
 def _engine(wired: WiredRun, mode: str, observe: Observer | None) -> Engine:
     extra = {"observe": observe} if observe is not None else {}
     engine = Engine(wired.steps, wired.host, wired.journal, wired.ctx, mode=mode,
-                    plan_sha256=wired.plan_sha256, **extra)
+                    plan_sha256=wired.plan_sha256, proof=_Restored(), **extra)
     if wired.manager_note:
         engine.report.notes.append(wired.manager_note)
     return engine

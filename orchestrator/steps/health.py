@@ -1,8 +1,11 @@
 """health-check: prove the restarted service is the new one, healthy, with all its data.
 
 It waits (healthy.py) until `/system` answers from the new process, then
-DatabaseVersion (and Version when the plan names one) must match, and
-`/statistics` counts must equal preflight's.
+DatabaseVersion (and Version when the plan names one) must match, and nothing
+held before may be gone, under live traffic: `/statistics` counts may grow but
+not shrink from preflight's, and every instance ID listed just before the stop
+must still be listed. Then, for a run that may change the binary (or with
+`probe: true`), the store probe proves ingest; the counts are read before it.
 
 It only verifies, so a dry run describes it and does not run it.
 """
@@ -17,11 +20,14 @@ from orchestrator.orthanc.binary import binary_version, expected_schema
 from orchestrator.run_report import Downtime
 from orchestrator.steps.base import (Needs, RunContext, StepBase, StepFacts, StepIntent,
                                      StepOptions, counts_text, latest)
-from orchestrator.steps.healthy import Answer, rest_counts, wait_healthy
+from orchestrator.steps.healthy import (Answer, instance_ids, kept, probe_store, rest_counts,
+                                        wait_healthy)
 from orchestrator.steps.kind import StepKind
 from orchestrator.steps.preflight import preflight_facts
 from orchestrator.steps.record import Record
-from orchestrator.steps.service import StopFacts, StopIntent
+from orchestrator.steps.service import StopFacts, StopIntent, instances_before
+
+BINARY_CHANGERS = ("package", "command")  # step kinds that may replace the Orthanc binary
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,12 +41,14 @@ class Expect(Record):
 class HealthOptions(StepOptions):
     timeout: float = 300.0
     expect: Expect = field(default_factory=Expect)
+    probe: bool | None = None  # None: probe when the run may change the binary
 
 
 @dataclass(frozen=True, kw_only=True)
 class HealthFacts(StepFacts):
     health: Answer | None = None
     counts: dict[str, int] | None = None
+    probe: str | None = None
 
 
 class HealthCheck(StepBase[HealthOptions, StepIntent, HealthFacts]):
@@ -57,7 +65,11 @@ class HealthCheck(StepBase[HealthOptions, StepIntent, HealthFacts]):
         if expect.version:
             parts.append(f"Version {expect.version}")
         if expect.counts:
-            parts.append("counts as before")
+            parts.append("nothing gone (counts not shrunk, every instance ID still listed)")
+        if self.options.probe:
+            parts.append("store probe (store, read back, delete a synthetic instance)")
+        elif self.options.probe is None:
+            parts.append("store probe if the binary changed")
         return ", ".join(parts)
 
     def needs(self, ctx: RunContext) -> Needs:
@@ -77,14 +89,30 @@ class HealthCheck(StepBase[HealthOptions, StepIntent, HealthFacts]):
             not_before=stop_facts.stopped_at if stop_facts else None,
             old_pid=stop_intent.main_pid if stop_intent else None)
         before = preflight_facts(ctx)
-        after = None
+        after, grew = None, ""
         if expect.counts and before is not None and before.counts:
             after = rest_counts(host)
-            if after != before.counts:
-                raise StepError(f"counts differ: before {counts_text(before.counts)}; now "
-                                f"{counts_text(after)}",
-                                hint="the upgraded index does not hold the same data: rolled back")
-        return replace(facts, health=answer, counts=after,
+            ids = instances_before(ctx)
+            try:
+                grew = kept(before.counts, after, ids, instance_ids(host) if ids is not None else None)
+            except StepError as exc:
+                raise StepError(exc.message, hint="the upgraded index does not hold the same "
+                                                  "data: rolled back") from None
+        probed = probe_store(host) if wants_probe(self.options, ctx) else None
+        notes = tuple(n for n in (grew, probed) if n)
+        return replace(facts, health=answer, counts=after, probe=probed, notes=notes,
                        summary=f"PID {answer.pid} answers: Orthanc {answer.version}, "
                                f"DatabaseVersion {answer.database_version}"
                                + (f", {counts_text(after)}" if after is not None else ""))
+
+
+def wants_probe(options: HealthOptions, ctx: RunContext) -> bool:
+    """The store probe runs when asked (`probe: true`), or by default when the run may change
+    the binary: a package or command step, or a binary that is not the running one."""
+    if options.probe is not None:
+        return options.probe
+    if any(str(s.kind) in BINARY_CHANGERS for s in ctx.steps):
+        return True
+    before = preflight_facts(ctx)
+    return bool(before and before.running_version
+                and before.running_version != before.binary_version)

@@ -1,9 +1,15 @@
 """stop-service and start-service: each the other's undo, through the service port.
 
-A stop returns once the manager proves the service stopped; verify checks
-again (no live main PID, the SQLite index not locked) before anything touches
-the index. Undoing a stop starts the service and waits until it answers
-/system with its old DatabaseVersion, so "rolled back" means "healthy".
+Before a stop, the instance IDs the service lists are written to the run's
+folder (`instances_before`), so that every later check can prove that nothing
+the service held is gone, while new stores are welcome. A stop returns once
+the manager proves the service stopped; verify checks again (no live main PID,
+the SQLite index not locked) before anything touches the index.
+
+Undoing a stop ends any stop still in progress first (a run killed mid-stop
+leaves the old process shutting down: it looks alive, and a moment later
+nothing serves), then starts the service and waits until a *new* process
+answers /system with its old DatabaseVersion, so "rolled back" means "healthy".
 What the manager had to do on the way (a SIGKILL after TimeoutStopSec, a
 reset failed state) goes into the facts as `notes`, and so into the report.
 """
@@ -22,11 +28,12 @@ from orchestrator.run_report import Downtime
 from orchestrator.services.base import State
 from orchestrator.steps.base import (RunContext, StepBase, StepFacts, StepIntent, StepOptions,
                                      done_after)
-from orchestrator.steps.healthy import wait_healthy
+from orchestrator.steps.healthy import instance_ids, wait_healthy
 from orchestrator.steps.kind import StepKind
 from orchestrator.steps.preflight import preflight_facts
 
 UNDO_HEALTH_TIMEOUT = 120.0
+IDS_FILE = "instances-before-stop.txt"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +63,38 @@ def _new_notes(host: Host, mark: int) -> tuple[str, ...]:
     return tuple(host.service.notes()[mark:])
 
 
+def ids_file(ctx: RunContext) -> Path:
+    """Where the stop writes the instance IDs the service listed just before it."""
+    return ctx.run_dir / IDS_FILE
+
+
+def instances_before(ctx: RunContext) -> set[str] | None:
+    """The instance IDs listed just before the stop (None when they were not read)."""
+    try:
+        text = ids_file(ctx).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    lines = text.splitlines()
+    if not lines or lines[-1] != "end":  # cut short by a crash: unusable
+        return None
+    return set(lines[:-1])
+
+
+def _save_ids(host: Host, ctx: RunContext) -> str:
+    """Read the service's instance IDs and write them to the run's folder; '' or a warning."""
+    try:
+        ids = instance_ids(host)
+    except Exception as exc:  # noqa: BLE001 - best effort: the stop goes on, counts still count
+        return f"the instance IDs could not be read before the stop " \
+               f"({getattr(exc, 'message', exc)}): the checks compare counts only"
+    if not host.files.exists(ctx.run_dir):
+        host.files.make_dir(ctx.run_dir)
+    data = "".join(f"{i}\n" for i in sorted(ids)) + "end\n"
+    host.files.write(ids_file(ctx), data.encode("ascii"),
+                     f"write the {len(ids)} instance IDs the service holds to {ids_file(ctx)}")
+    return ""
+
+
 class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
     kind = StepKind.STOP_SERVICE
     Options = ServiceOptions
@@ -75,10 +114,11 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
     def apply(self, host: Host, ctx: RunContext, intent: StopIntent) -> StopFacts:
         if not intent.was_running:
             return StopFacts(summary="already stopped")
+        warning = _save_ids(host, ctx)
         mark = len(host.service.notes())
         host.service.stop(timeout=self.options.timeout)
         return StopFacts(summary=f"stopped (PID {intent.main_pid})" if intent.main_pid else "stopped",
-                         notes=_new_notes(host, mark))
+                         notes=_new_notes(host, mark), warnings=(warning,) if warning else ())
 
     def verify(self, host: Host, ctx: RunContext, intent: StopIntent, facts: StopFacts) -> StopFacts:
         status = host.service.status()
@@ -98,13 +138,24 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
         intent = self.intent_of(record)
         if intent is None or not intent.was_running:
             return "nothing to undo: it was not running"
-        if host.service.status().running:
-            return "still running"
+        status = host.service.status()
+        done = ""
+        if status.state == State.STOPPING or (
+                status.running and intent.main_pid is not None and status.main_pid == intent.main_pid
+                and host.processes.alive(intent.main_pid, intent.pid_started)):
+            # The old process may have had its SIGTERM already (a run killed mid-stop): it
+            # answers now and exits in a moment. Finish that stop, then start afresh.
+            host.service.stop(timeout=self.options.timeout)
+            done = "the old process was still there (perhaps shutting down): stopped it; "
+            status = host.service.status()
+        if status.running:
+            return f"already running again (PID {status.main_pid})"
         host.service.start(timeout=self.options.timeout)
         before = preflight_facts(ctx)
         answer = wait_healthy(host, timeout=max(UNDO_HEALTH_TIMEOUT, self.options.timeout),
-                              expect_db=before.running_database_version if before else None)
-        return (f"started again; PID {answer.pid} answers with DatabaseVersion "
+                              expect_db=before.running_database_version if before else None,
+                              old_pid=intent.main_pid)
+        return (f"{done}started again; PID {answer.pid} answers with DatabaseVersion "
                 f"{answer.database_version}")
 
     def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
