@@ -205,7 +205,7 @@ class Engine:
             self.report.notes.extend(f"{step.id}: {n}" for n in facts.notes)
             self.report.warnings.extend(facts.warnings)
             self.observe("step-finished", step=step.id, status=row.status.value,
-                         seconds=row.seconds, detail=row.detail)
+                         seconds=row.seconds, detail=row.detail, changes=row.changes)
 
     def _after_failure(self) -> None:
         if self.dry or not any(r.needs_undo for r in self.ctx.records.values()):

@@ -41,6 +41,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _set_level(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        from orchestrator.progress import Level, set_level
+
+        set_level(Level.QUIET if param.name == "quiet" else Level.VERBOSE)
+
+
+QUIET_OPT = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_level,
+                         help="No live output on stderr: only the result (and errors).")
+VERBOSE_OPT = click.option("-v", "--verbose", is_flag=True, expose_value=False,
+                           callback=_set_level, help="Also each step's changes as they happen.")
+
+
 class LazyGroup(click.Group):
     """A click group that imports a command's module only when it runs."""
 
@@ -66,6 +79,8 @@ EPILOG = """Exit codes: 0 done, 1 refused before changing anything, 2 bad input,
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="orchestrator")
+@QUIET_OPT
+@VERBOSE_OPT
 def cli() -> None:
     """Upgrade Orthanc safely and copy its data between servers.
 
@@ -86,6 +101,11 @@ def _error_document(code: ExitCode, message: str, hint: str | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map expected errors to one line and their exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A narrow encoding (cp1252 when Windows redirects, ASCII) must never fail a run's
+        # output after the run: what it cannot print becomes "?" (bars have ASCII stand-ins).
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         cli.main(args=args, prog_name="orchestrator", standalone_mode=False)
     except OrchestratorError as exc:

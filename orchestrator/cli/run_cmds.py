@@ -19,10 +19,17 @@ STATE_OPT = click.option("--state-dir", type=click.Path(path_type=Path), default
 JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
+def OUTPUT_OPTS(fn: Any) -> Any:  # noqa: N802 - a decorator, named like the options above
+    from orchestrator.cli import QUIET_OPT, VERBOSE_OPT
+
+    return QUIET_OPT(VERBOSE_OPT(fn))
+
+
 @click.command()
 @PLAN_ARG
 @STATE_OPT
 @JSON_OPT
+@OUTPUT_OPTS
 def plan(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """Dry-run a plan: every step and the exact changes; changes nothing."""
     from orchestrator import runs
@@ -35,6 +42,7 @@ def plan(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
 @PLAN_ARG
 @STATE_OPT
 @JSON_OPT
+@OUTPUT_OPTS
 def run(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """Run a plan; on failure roll back automatically."""
     from orchestrator import runs
@@ -68,6 +76,7 @@ def status(plan_path: Path | None, plan_opt: Path | None, state_dir: Path | None
 @PLAN_ARG
 @STATE_OPT
 @JSON_OPT
+@OUTPUT_OPTS
 def rollback(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """Finish an interrupted run backwards: old state, old service healthy."""
     from orchestrator import runs
@@ -81,6 +90,7 @@ def rollback(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
 @PLAN_ARG
 @STATE_OPT
 @JSON_OPT
+@OUTPUT_OPTS
 def resume(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """Continue an interrupted run forwards where each done step can be verified."""
     from orchestrator import runs
@@ -93,13 +103,15 @@ def resume(plan_path: Path, state_dir: Path | None, as_json: bool) -> None:
 # -- rendering -------------------------------------------------------------------------
 
 def _progress() -> Any:
-    from orchestrator.report.run import StepProgress
+    from orchestrator.progress import StepProgress
 
     return StepProgress()
 
 
 def _notify(message: str) -> None:
-    click.echo(f"orchestrator: {message}", err=True)
+    from orchestrator.progress import fit
+
+    click.echo(fit(f"orchestrator: {message}", sys.stderr), err=True)
 
 
 def _emit(result: Any, as_json: bool, render: Any = None) -> None:
@@ -108,14 +120,16 @@ def _emit(result: Any, as_json: bool, render: Any = None) -> None:
     from orchestrator.report.run import render_report
     from orchestrator.runs import NothingToDo
 
+    from orchestrator.progress import fit
+
     if as_json:
         click.echo(to_json(result.to_dict()))
     elif render is not None:
-        click.echo(render(result))
+        click.echo(fit(render(result), sys.stdout))
     elif isinstance(result, NothingToDo):
-        click.echo(result.message)
+        click.echo(fit(result.message, sys.stdout))
     else:
-        click.echo(render_report(result))
+        click.echo(fit(render_report(result), sys.stdout))
         if result.trace:
-            click.echo(result.trace, err=True)
+            click.echo(fit(result.trace, sys.stderr), err=True)
     sys.exit(int(result.exit_code))

@@ -6,9 +6,8 @@ carry the same facts and timings as the text.
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from orchestrator.report import table
 
@@ -135,33 +134,3 @@ def render_status(status: Any) -> str:
 def _one_line(text: Any, width: int = 110) -> str:
     s = " ".join(str(text or "").split())
     return s if len(s) <= width else s[:width - 1] + "…"
-
-
-class StepProgress:
-    """Live step progress on a terminal (stderr); silent otherwise. (The transfer bar is
-    `orchestrator.progress.Progress`.)"""
-
-    def __init__(self, stream: TextIO | None = None):
-        self.stream = stream or sys.stderr
-        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
-
-    def __call__(self, event: str, **data: Any) -> None:
-        if not self.live:
-            return
-        step = data.get("step", "")
-        if event == "step-started":
-            self._line(f"-> {step}: {data.get('text', '')}")
-        elif event == "step-line":
-            self._line(f"   | {_one_line(data.get('line', ''), 120)}")
-        elif event == "step-finished":
-            self._line(f"   {data.get('status')} {step} {_secs(data.get('seconds'))} "
-                       f"{_one_line(data.get('detail', ''), 100)}")
-        elif event == "undo-started":
-            self._line(f"<- undo {step}")
-        elif event == "undo-finished":
-            self._line(f"   {'undone' if data.get('ok') else 'UNDO FAILED'} {step}: "
-                       f"{_one_line(data.get('detail', ''), 100)}")
-
-    def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
