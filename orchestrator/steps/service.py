@@ -87,8 +87,9 @@ def _save_ids(host: Host, ctx: RunContext) -> str:
     except Exception as exc:  # noqa: BLE001 - best effort: the stop goes on, counts still count
         return f"the instance IDs could not be read before the stop " \
                f"({getattr(exc, 'message', exc)}): the checks compare counts only"
-    if not host.files.exists(ctx.run_dir):
-        host.files.make_dir(ctx.run_dir)
+    # Always asked (a no-op when it exists): a dry run cannot see the folders an earlier
+    # step would have made, and must list the same changes as the run.
+    host.files.make_dir(ctx.run_dir)
     data = "".join(f"{i}\n" for i in sorted(ids)) + "end\n"
     host.files.write(ids_file(ctx), data.encode("ascii"),
                      f"write the {len(ids)} instance IDs the service holds to {ids_file(ctx)}")

@@ -143,7 +143,7 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
                             f"--upgrade, expected {expected}", hint=f"see {intent.log}")
         known = preflight_facts(ctx)
         before = known.counts if known else None
-        if before and index.counts != before:
+        if before and any(index.counts.get(k, 0) < n for k, n in before.items()):  # may grow (live)
             raise StepError(f"the index holds {counts_text(index.counts)} after --upgrade, "
                             f"{counts_text(before)} before",
                             hint="is this the right index folder? (a wrong IndexDirectory gets a "
@@ -152,7 +152,7 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
         if f"schema {index.schema_version}" not in summary:
             summary += f"; index at schema {index.schema_version}"
         return replace(facts, schema_after=index.schema_version, counts_after=dict(index.counts),
-                       summary=f"{summary}, counts unchanged" if before else summary)
+                       summary=f"{summary}, nothing gone" if before else summary)
 
     def progress_of(self, record: StepRecord) -> UpgradeProgress:
         return UpgradeProgress.from_json(record.progress, where=f"journal: step {record.id}: progress")
