@@ -68,6 +68,7 @@ def tree_differences(a: Path, b: Path) -> list[str]:
 def copy_tree(src: Path, dest: Path) -> None:
     if dest.exists():
         raise TreeError(f"{dest} already exists", hint="use a new folder for the copy")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     _sync_tree(src, dest)
 
 

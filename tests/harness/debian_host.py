@@ -329,7 +329,8 @@ class DebianHost:
             if out.returncode == 0:
                 return json.loads(out.stdout)
             if time.monotonic() > deadline:
-                raise HostError(f"{path} did not answer in {timeout:.0f}s inside the host")
+                log = self.run("journalctl -u orthanc -n 8 --no-pager", check=False).stdout
+                raise HostError(f"{path} did not answer in {timeout:.0f}s inside the host:\n{log}")
             time.sleep(0.2)
 
     def dpkg_version(self, package: str = "orthanc") -> tuple[str, str]:
