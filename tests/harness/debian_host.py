@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 IMAGE_DIR = Path(os.environ.get("ORCH_TEST_IMAGES", "/var/cache/orchestrator-test-images"))
@@ -68,24 +68,21 @@ class Image:
         return lines
 
 
-def _plugins(release: str) -> tuple[str, ...]:
-    return tuple(f"{p}" for p in PLUGINS)
-
-
 BOOKWORM = Image(
     name="bookworm", suite="bookworm",
     extra=(("trixie", 100), ("sid", 50)),
-    download=(("trixie", (f"orthanc={VERSIONS['trixie']}",) + _plugins("trixie")),
-              ("sid", (f"orthanc={VERSIONS['sid']}",) + _plugins("sid"))),
+    download=(("trixie", (f"orthanc={VERSIONS['trixie']}",) + PLUGINS),
+              ("sid", (f"orthanc={VERSIONS['sid']}",) + PLUGINS)),
 )
 TRIXIE = Image(
     name="trixie", suite="trixie",
     extra=(("sid", 50),),
-    download=(("sid", (f"orthanc={VERSIONS['sid']}",) + _plugins("sid")),),
+    download=(("sid", (f"orthanc={VERSIONS['sid']}",) + PLUGINS),),
 )
 SYSVINIT = Image(  # the SysV path: the same host with sysvinit-core as init
     name="bookworm-sysv", suite="bookworm",
-    include=tuple(p if p != "systemd-sysv" else "sysvinit-core" for p in BASE_PACKAGES),
+    # without systemd at all: `nspawn --boot` runs systemd whenever its binary exists
+    include=("sysvinit-core",) + tuple(p for p in BASE_PACKAGES if not p.startswith("systemd")),
     keep_also=(),
 )
 
@@ -273,7 +270,9 @@ class DebianHost:
         """Power off (kill by PID if that hangs), unmount and delete the host. Never raises."""
         if self.nspawn is not None and self.nspawn.poll() is None:
             if self.pid is not None:
-                subprocess.run(self._nsenter(["systemctl", "poweroff"]), capture_output=True,
+                # systemctl under systemd; sysvinit's own poweroff otherwise
+                subprocess.run(self._nsenter(["sh", "-c", "systemctl poweroff || poweroff"]),
+                               capture_output=True,
                                timeout=30, stdin=subprocess.DEVNULL, check=False)
             try:
                 self.nspawn.wait(timeout=timeout)

@@ -80,10 +80,11 @@ def host_factory():
     """Boot fresh hosts; every one is powered off and deleted at teardown."""
     made: list[DebianHost] = []
 
-    def make(image_root: Path, wheels: Path | None = None, **kw) -> DebianHost:
+    def make(image_root: Path, wheels: Path | None = None, *, wait: bool = True,
+             **kw) -> DebianHost:
         host = DebianHost(image_root, binds={wheels: WHEELS_INSIDE} if wheels else {}, **kw)
         made.append(host)
-        host.boot()
+        host.boot(wait=wait)
         return host
 
     yield make
