@@ -75,6 +75,13 @@ def wheels(tmp_path_factory) -> Path:
     return debian_host.build_wheels(CHECKOUT, tmp_path_factory.mktemp("wheels") / "py311")
 
 
+@pytest.fixture(scope="session")
+def wheels_trixie(tmp_path_factory) -> Path:
+    """The same wheels for trixie's python 3.13."""
+    return debian_host.build_wheels(CHECKOUT, tmp_path_factory.mktemp("wheels") / "py313",
+                                    python_version="3.13")
+
+
 @pytest.fixture
 def host_factory():
     """Boot fresh hosts; every one is powered off and deleted at teardown."""
