@@ -95,6 +95,7 @@ class Packages:
         self.changes = changes
         self.cache = Path(cache)
         self.policy_rc_d = Path(policy_rc_d)
+        self._arch: str | None = None
 
     # -- reads -------------------------------------------------------------------------------
     def states(self, names: Sequence[str] = ()) -> dict[str, PackageState]:
@@ -110,7 +111,16 @@ class Packages:
         """Packages dpkg left half-way (iU, iF, ...): `dpkg --configure -a` is due."""
         return [s for s in self.states().values() if not s.settled]
 
+    def check_settled(self) -> None:
+        """Refuse to start when dpkg was left half-way (before any change)."""
+        left = self.unsettled()
+        if left:
+            raise HalfConfiguredError(
+                "dpkg was left half-way: " + _listing(left),
+                hint="finish it first with `dpkg --configure -a` (or roll back)", states=left)
+
     def policy(self, name: str) -> Policy:
+        """`apt-cache policy NAME`: the installed, candidate and known versions."""
         done = self.runner.run(["apt-cache", "policy", name], timeout=READ_TIMEOUT, env=ENV)
         if not done.stdout.strip():
             raise UnknownVersionError(f"apt knows no package {name!r}",
@@ -145,7 +155,11 @@ class Packages:
         return apt_text.parse_apt_simulation(done.stdout)
 
     def arch(self) -> str:
-        return self.runner.run(["dpkg", "--print-architecture"], timeout=READ_TIMEOUT).stdout.strip()
+        """dpkg's native architecture (amd64, arm64, ...)."""
+        if self._arch is None:
+            self._arch = self.runner.run(["dpkg", "--print-architecture"],
+                                         timeout=READ_TIMEOUT).stdout.strip()
+        return self._arch
 
     def cached_deb(self, name: str, version: str) -> Path | None:
         """The .deb of NAME VERSION in the apt cache, if it is there."""
@@ -176,10 +190,9 @@ class Packages:
         found = self.cached_deb(name, version)
         if found is not None:
             return found
-        path = self.cache / apt_text.deb_filename(name, version, self.arch())
-        self.changes.apply(f"download {name}={version} into {self.cache} (`apt-get download`)",
-                           self._fetch_deb, name, version, path)
-        return path
+        return self.changes.apply(
+            f"download {name}={version} into {self.cache} (`apt-get download`)", self._fetch_deb,
+            name, version, dry_result=self.cache / apt_text.deb_filename(name, version, self.arch()))
 
     def ensure_debs(self, pairs: Sequence[tuple[str, str]]) -> list[Path]:
         """`ensure_deb` for each (name, version)."""
@@ -249,7 +262,7 @@ class Packages:
             raise apt_error(done)
         return done
 
-    def _fetch_deb(self, name: str, version: str, path: Path) -> None:
+    def _fetch_deb(self, name: str, version: str) -> Path:
         try:
             self.runner.run(["apt-get", "download", "-q", f"{name}={version}"], timeout=APT_TIMEOUT,
                             env=ENV, cwd=str(self.cache))
@@ -259,9 +272,11 @@ class Packages:
                 f"{exc.completed.tail(1) if exc.completed else exc}",
                 hint="restore network access, or put the .deb in the apt cache by hand",
                 completed=exc.completed) from exc
-        if not path.is_file():
-            raise DebMissingError(f"apt-get download left no {path}",
-                                  hint="put the .deb in the apt cache by hand")
+        path = self.cached_deb(name, version)
+        if path is None:
+            raise DebMissingError(f"apt-get download left no .deb of {name} {version} in "
+                                  f"{self.cache}", hint="put the .deb in the apt cache by hand")
+        return path
 
     def _install(self, argv: list[str], specs: Sequence[str], log: Path) -> None:
         self._apt(argv, log)
@@ -277,7 +292,7 @@ class Packages:
         left = self.unsettled()
         if left:
             raise HalfConfiguredError(
-                "dpkg left " + ", ".join(f"{s.name} {s.version} ({s.abbrev})" for s in left),
+                "dpkg left " + _listing(left),
                 hint="run the rollback, or `dpkg --configure -a` by hand", states=left)
         wanted = dict(s.split("=", 1) for s in specs if "=" in s)
         states = self.states(list(wanted)) if wanted else {}
@@ -344,6 +359,10 @@ def apt_error(done: Completed) -> OrchestratorError:
 
 def _target(release: str | None) -> list[str]:
     return ["-t", release] if release else []
+
+
+def _listing(states: Sequence[PackageState]) -> str:
+    return ", ".join(f"{s.name} {s.version} ({s.abbrev})" for s in states)
 
 
 def _known(pol: Policy) -> str:

@@ -188,3 +188,12 @@ def test_tree_copy_through_the_port_is_recorded_in_a_dry_run(tmp_path):
     pk.restore_tree(tmp_path / "saved", etc)
     assert not (tmp_path / "saved").exists()
     assert len(pk.changes.texts()) == 2
+
+
+def test_a_half_configured_dpkg_is_refused_before_any_change(tmp_path):
+    pk, _ = port(tmp_path, {QUERY: ok(data("dpkg-query-after-sid.txt"))})
+    with pytest.raises(HalfConfiguredError, match="half-way") as err:
+        pk.check_settled()
+    assert "dpkg --configure -a" in err.value.hint
+    assert "orthanc 1.13.0+dfsg-1+b1 (iF)" in err.value.message
+    assert pk.changes.texts() == []
