@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,11 +38,8 @@ BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "orthanc", "python3", "pytho
                  "ca-certificates", "sqlite3")
 PLUGINS = ("orthanc-postgresql", "orthanc-mysql")
 
-VERSIONS = {  # what the frozen mirror reachable here holds
-    "bookworm": "1.10.1+dfsg-2+deb12u1",
-    "trixie": "1.12.7+dfsg-4",
-    "sid": "1.13.0+dfsg-1+b1",
-}
+# What the frozen mirror reachable here holds.
+VERSIONS = {"bookworm": "1.10.1+dfsg-2+deb12u1", "trixie": "1.12.7+dfsg-4", "sid": "1.13.0+dfsg-1+b1"}
 
 
 @dataclass(frozen=True)
@@ -53,8 +51,7 @@ class Image:
     include: tuple[str, ...] = BASE_PACKAGES
     extra: tuple[tuple[str, int], ...] = ()  # (release, pin priority), added to sources, pinned low
     download: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (release, pkg=ver...) into the cache
-    # The .debs of every installed package are kept in the cache (a rollback needs them offline),
-    # and of these packages too:
+    # the .debs of every installed package stay in the cache (offline rollbacks), and of these:
     keep_also: tuple[str, ...] = PLUGINS
 
     def key(self) -> str:
@@ -146,7 +143,7 @@ def _configure_apt(image: Image, root: Path) -> None:
         (apt / "sources.list.d" / f"{release}.list").write_text(f"deb {MIRROR} {release} main\n")
         (apt / "preferences.d" / f"{release}.pref").write_text(
             f"Package: *\nPin: release n={release}\nPin-Priority: {prio}\n")
-    # apt's daily timers would take the apt lock at random moments in a test: masked.
+    # apt's daily timers would take the apt lock at random moments in a test.
     for unit in ("apt-daily.timer", "apt-daily-upgrade.timer"):
         link = root / "etc" / "systemd" / "system" / unit
         link.unlink(missing_ok=True)
@@ -197,7 +194,6 @@ class DebianHost:
         self.pid: int | None = None  # the container's PID 1, as seen from here
         self.timings: dict[str, float] = {}
 
-    # lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> DebianHost:
         try:
             self.boot()
@@ -217,7 +213,6 @@ class DebianHost:
         _sh(["mount", "-t", "overlay", "overlay", "-o",
              f"lowerdir={self.image_root},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
              str(self.root)], timeout=30)
-        self.timings["mount"] = time.monotonic() - t0
         argv = ["systemd-nspawn", "-D", str(self.root), "--boot", "--register=no", "--keep-unit",
                 "--private-network", "-q"]
         argv += [f"--bind-ro={src}:{dst}" for src, dst in self.binds.items()]
@@ -225,6 +220,7 @@ class DebianHost:
         self.nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         console.close()
+        (self.dir / "nspawn.pid").write_text(str(self.nspawn.pid))  # for sweep_stale_hosts
         self.pid = self._find_init(deadline=time.monotonic() + 30)
         if wait:
             self.wait_running(timeout=timeout)
@@ -289,7 +285,6 @@ class DebianHost:
                 subprocess.run(["umount", "-l", str(self.root)], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    # inside --------------------------------------------------------------------------------------
     def _nsenter(self, argv: list[str]) -> list[str]:
         return ["nsenter", "-t", str(self.pid), "-a", "env", "-i", f"PATH={PATH}", "HOME=/root",
                 "LANG=C.UTF-8", "TERM=dumb", *argv]
@@ -345,6 +340,23 @@ class DebianHost:
         return "/opt/orchestrator/bin"
 
 
+def sweep_stale_hosts() -> list[Path]:
+    """Unmount and delete the hosts a killed test run left (their nspawn is gone)."""
+    swept = []
+    for d in sorted((IMAGE_DIR / "hosts").glob("*/nspawn.pid")):
+        pid = int(d.read_text() or 0)
+        try:
+            if pid and "nspawn" in Path(f"/proc/{pid}/comm").read_text():
+                continue  # still running: another session's host
+        except OSError:
+            pass
+        host = d.parent
+        subprocess.run(["umount", "-l", str(host / "merged")], capture_output=True)
+        shutil.rmtree(host, ignore_errors=True)
+        swept.append(host)
+    return swept
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -368,18 +380,13 @@ def build_wheels(checkout: Path, dest: Path, *, python_version: str = "3.11") ->
                 shutil.copy2(p, src / rel)
         pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
         _sh(pip + ["wheel", "--no-deps", "-w", str(dest), str(src)], timeout=600)
-        deps = _dependencies(src / "pyproject.toml")
+        deps = tomllib.loads((src / "pyproject.toml").read_text())["project"]["dependencies"]
         _sh(pip + ["download", "-d", str(dest), "--only-binary=:all:", "--python-version",
                    python_version, "--implementation", "cp", "--platform", "manylinux2014_x86_64",
                    "--platform", "manylinux_2_17_x86_64", "--platform", "any", *deps], timeout=600)
     finally:
         shutil.rmtree(src, ignore_errors=True)
     return dest
-
-
-def _dependencies(pyproject: Path) -> list[str]:
-    import tomllib
-    return tomllib.loads(pyproject.read_text())["project"]["dependencies"]
 
 
 def unavailable_reason() -> str | None:

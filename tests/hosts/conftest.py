@@ -47,6 +47,7 @@ def _hosts_available():
         if os.environ.get("CI"):
             pytest.fail(f"Debian host tests cannot run in CI: {reason}")
         pytest.skip(reason)
+    debian_host.sweep_stale_hosts()
 
 
 def _image(request, image):
