@@ -1,16 +1,18 @@
 """The package port: read and change Debian packages with apt and dpkg.
 
-Reads (dpkg state, apt's versions, the apt cache, /etc/orthanc's files)
-always run for real, in a dry run too. Changes (download, install, repair,
-hold restarts, restore /etc/orthanc, reset-failed) go through `Changes`, which
-alone decides whether they happen. Parsing lives in `host/apt_text.py`.
+Reads (dpkg state, apt's versions, the apt cache) always run for real, in a
+dry run too; changes go through `Changes`. Parsing lives in `host/apt_text.py`.
+Every apt call is non-interactive and keeps the admin's conffiles
+(`--force-confdef --force-confold`); an install holds the package's restart
+back (policy-rc.d exits 101; an admin's own one is put back byte for byte) and
+is verified with dpkg-query: a package left half-way fails it even at rc 0.
 
-Every apt call runs with DEBIAN_FRONTEND=noninteractive and the admin's
-conffiles kept (`--force-confdef --force-confold`): an edited conffile would
-otherwise stop apt at a prompt. An install holds the package's own restart
-back with a policy-rc.d that exits 101, and puts back an admin's own
-policy-rc.d byte for byte afterwards. apt's exit code is not trusted alone: the
-result is checked with dpkg-query, and a package left half-way is a failure.
+A package step uses it in this order. Staging, service running: `check_settled`,
+`check_version`, `simulate`, `download`, `ensure_debs(rollback_pairs(moves))`.
+After the stop: `states()` (kept), `save_tree(/etc/orthanc, RUN/etc-orthanc)`,
+`install(release, specs, log=RUN/apt.log)`. Undo: `repair()` (may raise while
+the new package still fails), `install(old_release, rollback_specs(before,
+states(), names))`, `restore_tree(...)`, `reset_failed(unit)`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ shipped playbook runs inside one against that service."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -79,3 +80,14 @@ def test_a_host_with_sysvinit_as_init(sysvinit_image, host_factory):
     assert host.run("/etc/init.d/orthanc status", check=False).returncode != 0
     host.run("/etc/init.d/orthanc start")
     assert host.wait_http()["Version"] == "1.10.1"
+
+
+def test_a_failing_test_still_powers_off_unmounts_and_deletes_its_host(bookworm_image):
+    from tests.harness.debian_host import DebianHost
+    with pytest.raises(ZeroDivisionError):
+        with DebianHost(bookworm_image, name="doomed") as host:
+            nspawn, init = host.nspawn, host.pid
+            1 / 0
+    assert nspawn.poll() is not None
+    assert not Path(f"/proc/{init}").exists()
+    assert not os.path.ismount(host.root) and not host.dir.exists()
