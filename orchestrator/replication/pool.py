@@ -9,18 +9,18 @@ fail for a transient reason; the state then lets a rerun continue.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from orchestrator.errors import OrthancHttpError
-from orchestrator.replication.outcome import Outcome, Result
+from orchestrator.host.clock import Clock, RealClock
+from orchestrator.replication.outcome import Outcome, Result, is_transient
 from orchestrator.replication.state import Watermark
-from orchestrator.replication.transport import Answer
+from orchestrator.replication.writes import Write
 
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+REAL_CLOCK = RealClock()
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,14 @@ class RetryPolicy:
         return min(self.max_delay, self.base_delay * (2 ** attempt))
 
 
-def with_retries(call: Callable[[], Answer], policy: RetryPolicy,
-                 sleep: Callable[[float], None] = time.sleep) -> Answer:
+class Answered(Protocol):
+    status: int
+
+
+A = TypeVar("A", bound=Answered)
+
+
+def with_retries(call: Callable[[], A], policy: RetryPolicy, clock: Clock = REAL_CLOCK) -> A:
     """Return the first non-transient answer, retrying connection errors and 5xx with backoff.
 
     After the last attempt, a transient answer is returned as it is (the caller
@@ -75,9 +81,9 @@ def with_retries(call: Callable[[], Answer], policy: RetryPolicy,
             if last:
                 raise Unreachable(exc) from None
         else:
-            if answer.status not in TRANSIENT_STATUS or last:
+            if not is_transient(answer.status) or last:
                 return answer
-        sleep(policy.delay(attempt))
+        clock.sleep(policy.delay(attempt))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -87,7 +93,7 @@ class TransferPool:
     def __init__(self, workers: int, *, on_result: Callable[[Result], None],
                  save: Callable[[Watermark], None], save_every: float = 0.25,
                  save_count: int = 100, breaker: int | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Clock = REAL_CLOCK):
         self.workers = max(1, workers)
         self.window = self.workers * 4
         self.on_result = on_result
@@ -103,7 +109,7 @@ class TransferPool:
     def run(self, listing: Iterable[Work | Checkpoint], work: Callable[[Any], Result],
             watermark: Watermark) -> str | None:
         """Process the listing; return why the run stopped early, or None."""
-        last_save = self.clock()
+        last_save = self.clock.now()
         inflight: dict[Future, int | None] = {}
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="transfer")
         try:
@@ -126,9 +132,9 @@ class TransferPool:
                 inflight[executor.submit(work, entry.item)] = token
                 while len(inflight) >= self.window and self.aborted is None:
                     self._collect(inflight, watermark)
-                if self._unsaved >= self.save_count or self.clock() - last_save >= self.save_every:
+                if self._unsaved >= self.save_count or self.clock.now() - last_save >= self.save_every:
                     self.save(watermark)
-                    last_save, self._unsaved = self.clock(), 0
+                    last_save, self._unsaved = self.clock.now(), 0
             while inflight:
                 self._collect(inflight, watermark)
         finally:
@@ -165,11 +171,11 @@ class TransferPool:
 def recording_pool(job: Any, state: Any, main: Watermark, *,
                    cursor_ok: Callable[[object], bool]) -> TransferPool:
     """A pool for a replication job: results go to `job.summary` (failures also to the resume
-    state) and `job.progress`; saves write `state` through `job.state_store`, moving its
-    cursor only with the `main` listing's watermark, and never in a dry run.
+    state) and `job.progress`; saves write `state` through `job.state_store`, by way of
+    `job.writes`, moving its cursor only with the `main` listing's watermark.
 
-    `job` has: options (workers, dry_run), summary, progress(summary, total), total,
-    state_store. `cursor_ok` tells a cursor worth saving from a placeholder.
+    `job` has: options (workers), writes, summary, progress(summary, total), total,
+    state_store, clock. `cursor_ok` tells a cursor worth saving from a placeholder.
     """
     def on_result(result: Result) -> None:
         job.summary.add(result)
@@ -178,10 +184,8 @@ def recording_pool(job: Any, state: Any, main: Watermark, *,
         job.progress(job.summary, job.total)
 
     def save(watermark: Watermark) -> None:
-        if job.options.dry_run:
-            return
         if watermark is main and cursor_ok(main.cursor):
             state.cursor, state.listed = main.cursor, main.weight
-        job.state_store.save(state)
+        job.writes.apply(Write.SAVE_STATE, lambda: job.state_store.save(state), None)
 
-    return TransferPool(job.options.workers, on_result=on_result, save=save)
+    return TransferPool(job.options.workers, on_result=on_result, save=save, clock=job.clock)

@@ -14,9 +14,11 @@ import pytest
 
 from orchestrator.replication.outcome import Outcome
 from orchestrator.replication.pool import RetryPolicy
-from orchestrator.replication.replicate import Options, Replication
+from orchestrator.replication.options import Options
+from orchestrator.replication.replicate import Replication
 from orchestrator.replication.state import StateStore
 from orchestrator.replication.transport import Endpoint
+from orchestrator.replication.writes import Writes
 from tests.harness.dicom import make_dataset, make_instance
 from tests.harness.replication import child_env, md5s, parse_json, run_cli
 
@@ -129,12 +131,12 @@ def test_target_dying_mid_run_stops_it_and_a_rerun_finishes(orthanc_factory, tmp
     src, tgt = Endpoint(source.url), Endpoint(target.url)
     store = StateStore(tmp_path, "replicate", src.base_url, tgt.base_url)
     quick = Options(workers=2, policy=RetryPolicy(attempts=3, base_delay=0.1))
-    summary = Replication(src, tgt, store, quick, progress).run()
+    summary = Replication(src, tgt, store, quick, Writes(), progress).run()
     assert summary.exit_code == 1 and "cannot connect" in summary.aborted
     assert summary.count(Outcome.FAILED) == 0  # the casualties of the stop are redone, not failed
     target.start()
     src, tgt = Endpoint(source.url), Endpoint(target.url)
-    rerun = Replication(src, tgt, store, Options(verify=True)).run()
+    rerun = Replication(src, tgt, store, Options(verify=True), Writes()).run()
     assert rerun.ok and rerun.resumed_from
     assert md5s(target) == md5s(source)
 
