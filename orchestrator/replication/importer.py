@@ -28,7 +28,7 @@ from orchestrator.replication.bodies import FileBody, InflateBody
 from orchestrator.replication.listing import is_instance_id
 from orchestrator.replication.options import Options, PresenceMode
 from orchestrator.replication.outcome import Outcome, Result, Summary
-from orchestrator.replication.pool import REAL_CLOCK, Work, recording_pool
+from orchestrator.replication.pool import REAL_CLOCK, Done, Work, recording_pool
 from orchestrator.replication.state import ResumeState, StateStore, Watermark
 from orchestrator.replication.target import (Presence, connect, has_instance, limit_warnings,
                                              md5_of, store)
@@ -130,7 +130,12 @@ class StorageImport:
                 yield Work(None, entry)
         assert self.con is not None
         for att in storage.attachments(self.con, after):
-            yield Work(att.rowid, att, 1 if att.file_type == FileType.DICOM else 0)
+            # What is skipped by its row alone is recorded here, without a worker.
+            skipped = _judge(att)
+            if skipped is not None:
+                yield Done(att.rowid, skipped, 1 if att.file_type == FileType.DICOM else 0)
+            else:
+                yield Work(att.rowid, att, 1)
 
     def _check_index_matches(self, con: sqlite3.Connection) -> None:
         sample = [a for _, a in zip(range(20), (a for a in storage.attachments(con)
@@ -175,13 +180,10 @@ class StorageImport:
         if isinstance(item, StorageEntry):  # a file beside the xx/ folders
             return Result(Outcome.SKIPPED, item.rel, item.problem or NOT_DICOM)
         att = item
-        rel = f"{att.uuid[0:2]}/{att.uuid[2:4]}/{att.uuid}"
-        if att.file_type == FileType.DICOM_UNTIL_PIXEL_DATA:
-            return Result(Outcome.SKIPPED, rel, UNTIL_PIXEL_DATA)
-        if att.file_type != FileType.DICOM:
-            return Result(Outcome.SKIPPED, rel, NOT_DICOM)
-        if not is_instance_id(att.instance_id):
-            return Result(Outcome.FAILED, rel, f"{rel}: the index ties it to no instance")
+        rel = _rel(att)
+        judged = _judge(att)
+        if judged is not None:
+            return judged
         if self.presence.should_ask():
             lookup = has_instance(self.target, att.instance_id, self.options.policy, self.clock)
             if lookup.present is None:
@@ -209,7 +211,8 @@ class StorageImport:
                 raise StorageFormatError(f"unknown compressionType {att.compression}")
         except StorageFormatError as exc:
             return Result(Outcome.FAILED, rel, f"{rel}: {exc}")
-        return self._send(rel, body, att.instance_id, None)
+        with body:
+            return self._send(rel, body, att.instance_id, None)
 
     def _send(self, rel: str, body: bytes | Body, expected: str | None,
               local_md5: str | None) -> Result:
@@ -261,6 +264,21 @@ class StorageImport:
         return Result(Outcome.FAILED, result.item,
                       f"{result.item}: verify: MD5 {remote or 'missing'} on the target, "
                       f"{local_md5} in the storage folder")
+
+
+def _rel(att: Attachment) -> str:
+    return f"{att.uuid[0:2]}/{att.uuid[2:4]}/{att.uuid}"
+
+
+def _judge(att: Attachment) -> Result | None:
+    """The result of an attachment that its row alone settles (skipped, or no instance)."""
+    if att.file_type == FileType.DICOM_UNTIL_PIXEL_DATA:
+        return Result(Outcome.SKIPPED, _rel(att), UNTIL_PIXEL_DATA)
+    if att.file_type != FileType.DICOM:
+        return Result(Outcome.SKIPPED, _rel(att), NOT_DICOM)
+    if not is_instance_id(att.instance_id):
+        return Result(Outcome.FAILED, _rel(att), f"{_rel(att)}: the index ties it to no instance")
+    return None
 
 
 def _exists(root: Path, uuid: str) -> bool:

@@ -10,8 +10,9 @@ fail for a transient reason; the state then lets a rerun continue.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import SimpleQueue
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.errors import OrthancHttpError
@@ -37,6 +38,15 @@ class Checkpoint:
     """A listing position with nothing to do (a change that is not a new instance)."""
 
     key: Any
+    weight: int = 0
+
+
+@dataclass(frozen=True)
+class Done:
+    """A listing entry whose result is known without a worker (a file to skip)."""
+
+    key: Any
+    result: Result
     weight: int = 0
 
 
@@ -106,11 +116,13 @@ class TransferPool:
         self.aborted: str | None = None
         self._streak = 0
 
-    def run(self, listing: Iterable[Work | Checkpoint], work: Callable[[Any], Result],
+    def run(self, listing: Iterable[Work | Checkpoint | Done], work: Callable[[Any], Result],
             watermark: Watermark) -> str | None:
         """Process the listing; return why the run stopped early, or None."""
         last_save = self.clock.now()
         inflight: dict[Future, int | None] = {}
+        # Finished futures arrive here: O(1) per result, where wait() walks every one in flight.
+        finished: SimpleQueue[Future] = SimpleQueue()
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="transfer")
         try:
             iterator = iter(listing)
@@ -128,44 +140,53 @@ class TransferPool:
                 if isinstance(entry, Checkpoint):
                     watermark.finish(watermark.add(entry.key, entry.weight))
                     continue
+                if isinstance(entry, Done):
+                    self._record(entry.result, watermark.add(entry.key, entry.weight)
+                                 if entry.key is not None else None, watermark)
+                    continue
                 token = watermark.add(entry.key, entry.weight) if entry.key is not None else None
-                inflight[executor.submit(work, entry.item)] = token
+                future = executor.submit(work, entry.item)
+                inflight[future] = token
+                future.add_done_callback(finished.put)
                 while len(inflight) >= self.window and self.aborted is None:
-                    self._collect(inflight, watermark)
-                if self._unsaved >= self.save_count or self.clock.now() - last_save >= self.save_every:
+                    self._collect(inflight, finished.get(), watermark)
+                if self._unsaved >= self.save_count or \
+                        self.clock.now() - last_save >= self.save_every:
                     self.save(watermark)
                     last_save, self._unsaved = self.clock.now(), 0
             while inflight:
-                self._collect(inflight, watermark)
+                self._collect(inflight, finished.get(), watermark)
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             self.save(watermark)
         return self.aborted
 
-    def _collect(self, inflight: dict[Future, int | None], watermark: Watermark) -> None:
-        done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-        for future in done:
-            token = inflight.pop(future)
-            try:
-                result = future.result()
-            except Unreachable as exc:
-                # Not finished: the watermark stays before it, and a rerun redoes it.
-                if self.aborted is None:
-                    self.aborted = exc.error.message
-                continue
-            if self.aborted is not None and result.transient:
-                continue  # a casualty of the stop, redone on the next run
-            self.on_result(result)
-            self._unsaved += 1
-            if token is not None:
-                watermark.finish(token)
-            if result.outcome is Outcome.FAILED and result.transient:
-                self._streak += 1
-                if self._streak >= self.breaker and self.aborted is None:
-                    self.aborted = (f"stopped after {self._streak} instances in a row failed; "
-                                    f"last: {result.reason}")
-            else:
-                self._streak = 0
+    def _collect(self, inflight: dict[Future, int | None], future: Future,
+                 watermark: Watermark) -> None:
+        token = inflight.pop(future)
+        try:
+            result = future.result()
+        except Unreachable as exc:
+            # Not finished: the watermark stays before it, and a rerun redoes it.
+            if self.aborted is None:
+                self.aborted = exc.error.message
+            return
+        if self.aborted is not None and result.transient:
+            return  # a casualty of the stop, redone on the next run
+        self._record(result, token, watermark)
+
+    def _record(self, result: Result, token: int | None, watermark: Watermark) -> None:
+        self.on_result(result)
+        self._unsaved += 1
+        if token is not None:
+            watermark.finish(token)
+        if result.outcome is Outcome.FAILED and result.transient:
+            self._streak += 1
+            if self._streak >= self.breaker and self.aborted is None:
+                self.aborted = (f"stopped after {self._streak} instances in a row failed; "
+                                f"last: {result.reason}")
+        else:
+            self._streak = 0
 
 
 def recording_pool(job: Any, state: Any, main: Watermark, *,

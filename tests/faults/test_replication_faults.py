@@ -99,8 +99,10 @@ def lying_source():
 
 def test_lying_source_gets_clear_errors_per_instance(lying_source, orthanc_factory, tmp_path):
     target = orthanc_factory()
+    # One worker: OTHER_ID's lie stores GOOD's bytes, so GOOD must go first to count as
+    # copied (with several workers the two race, and GOOD may be "already present").
     result = run_cli("replicate", lying_source, target.url, "--state-dir", str(tmp_path),
-                     "--json", "--check-target", "always", "--retries", "1")
+                     "--json", "--check-target", "always", "--retries", "1", "--workers", "1")
     assert result.returncode == 1, result.stderr
     data = parse_json(result.stdout)
     assert data["counts"]["copied"] == 1
