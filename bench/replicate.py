@@ -331,6 +331,21 @@ def focus(args, root: Path, bench: Bench) -> None:
             server.stop()
 
 
+def memory_round(bench: Bench, root: Path) -> None:
+    """Peak RSS of `replicate` at 2,000 and 20,000 small instances: flat, or not."""
+    print("\nmemory: peak RSS of `orchestrator replicate`, small (32x32) instances")
+    for n in (2000, 20000):
+        small = bench.server(f"source-{n}")
+        post_files(small.url, write_files(root / f"small-{n}",
+                                          make_dataset(n, rows=32, cols=32)), 8)
+        row = tool_round(bench, f"replicate {n} small", lambda t, s=small: (
+            "replicate", s.url, t.url), small, n)
+        bench.drop(small)
+        shutil.rmtree(root / f"small-{n}", ignore_errors=True)
+        print(f"  {n:6d} instances: {row.rate:.0f} inst/s, peak RSS "
+              f"{row.rss_mb:.1f} MB, client {row.client_ms:.2f} CPU-ms/inst", flush=True)
+
+
 def ceiling_round(bench: Bench, paths: list[Path], n: int) -> Row:
     target = bench.server("target")
     try:
@@ -357,7 +372,10 @@ def main() -> None:
     bench = Bench(root, args.count, 256)
     if args.focus:
         try:
-            focus(args, root, bench)
+            if args.repeat:
+                focus(args, root, bench)
+            if args.big:
+                memory_round(bench, root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         return
@@ -436,17 +454,7 @@ def main() -> None:
               f"({best.rate:.0f} inst/s)")
         print_table(rows, best.rate)
         if args.big:
-            print("\nmemory: peak RSS of `orchestrator replicate`, small (32x32) instances")
-            for n in (2000, 20000):
-                small = bench.server(f"source-{n}")
-                post_files(small.url, write_files(root / f"small-{n}",
-                                                  make_dataset(n, rows=32, cols=32)), 8)
-                row = tool_round(bench, f"replicate {n} small", lambda t, s=small: (
-                    "replicate", s.url, t.url), small, n)
-                bench.drop(small)
-                shutil.rmtree(root / f"small-{n}", ignore_errors=True)
-                print(f"  {n:6d} instances: {row.rate:.0f} inst/s, peak RSS "
-                      f"{row.rss_mb:.1f} MB", flush=True)
+            memory_round(bench, root)
     finally:
         for server in servers:
             server.stop()
