@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.replication.outcome import Outcome
 from orchestrator.replication.pool import RetryPolicy
-from orchestrator.replication.options import Options
+from orchestrator.replication.options import Options, PresenceMode
 from orchestrator.replication.replicate import Replication
 from orchestrator.replication.state import StateStore
 from orchestrator.replication.transport import Endpoint
@@ -150,3 +150,39 @@ def test_storage_import_into_a_dead_target_is_refused(tmp_path, orthanc_factory)
     result = run_cli("import-storage", str(tmp_path / "st"), target.url, "--state-dir",
                      str(tmp_path / "state"), env=child_env())
     assert result.returncode == 1 and "target" in result.stderr and "cannot connect" in result.stderr
+
+
+class HalfSource(LyingSource):
+    """Announces GOOD's full length on /file, sends half of it, and hangs up."""
+
+    def do_GET(self):  # noqa: N802
+        if self.path == f"/instances/{GOOD_ID}/file":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom")
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            self.wfile.write(GOOD[:len(GOOD) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+def test_a_source_that_breaks_off_mid_file_leaves_nothing_on_the_target(orthanc_factory,
+                                                                        tmp_path):
+    """The relay cuts the target's POST short: Orthanc stores no half instance."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), HalfSource)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        target = orthanc_factory()
+        src = Endpoint(f"http://127.0.0.1:{httpd.server_address[1]}")
+        tgt = Endpoint(target.url)
+        store = StateStore(tmp_path, "replicate", src.base_url, tgt.base_url)
+        quick = Options(workers=1, presence=PresenceMode.NEVER,
+                        policy=RetryPolicy(attempts=2, base_delay=0.01))
+        summary = Replication(src, tgt, store, quick, Writes()).run()
+        assert summary.aborted and "bytes short" in summary.aborted
+        assert target.statistics()["CountInstances"] == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
