@@ -25,7 +25,8 @@ through a pidfd; a prober polls /system every 10 ms):
 - whole window: the last 200 before the stop -> the first 200 after.
 
 Printed: medians and ranges per path, then the tool against the by-hand figure as a
-difference and a ratio, per size; and the tool's own step times. Then `orchestrator
+difference and a ratio, per size; the tool's own step times, and when each step ended
+after Orthanc's exit (from its journal: where the post-exit time goes). Then `orchestrator
 plan`'s wall time. Asserts nothing.
 
     python3 bench/upgrade.py [--sizes 2000,20000] [--rounds 5] [--plan-runs 9]
@@ -101,10 +102,11 @@ class ExitWatch(threading.Thread):
         self.pid = pid
         self.started = lifetime.started_at(pid)
         self.at: float | None = None
+        self.wall: float | None = None  # the same moment on the wall clock (the journal's)
 
     def run(self) -> None:
         if lifetime.wait_gone(self.pid, self.started, 900):
-            self.at = time.monotonic()
+            self.at, self.wall = time.monotonic(), time.time()
 
 
 def build_template(root: Path, count: int) -> Path:
@@ -233,6 +235,7 @@ class Round:
         out = figures(prober, watch)
         out["own"] = report["downtime"]
         out["steps"] = {s["id"]: s["seconds"] for s in report["steps"] if s.get("seconds") is not None}
+        out["after_exit"] = after_exit(self.root / "state" / "bench.journal", watch.wall)
         return out
 
     def close(self) -> None:
@@ -250,6 +253,24 @@ def figures(prober: Prober, watch: ExitWatch) -> dict:
     if prober.back_at is None or prober.last_up is None or watch.at is None:
         raise RuntimeError("the prober or the exit watch saw nothing")
     return {"exit_to_healthy": prober.back_at - watch.at, "window": prober.back_at - prober.last_up}
+
+
+def after_exit(journal: Path, exit_wall: float | None) -> dict[str, float]:
+    """Seconds from Orthanc's exit to each step's `step-done` record (journal times, 1 ms)."""
+    out: dict[str, float] = {}
+    try:
+        lines = journal.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        done_at = rec.get("time", 0)
+        if exit_wall is not None and rec.get("event") == "step-done" and done_at >= exit_wall - 0.002:
+            out[str(rec.get("step"))] = done_at - exit_wall
+    return out
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -322,6 +343,13 @@ def run_size(work: Path, size: int, rounds: int, rng: random.Random) -> dict:
             steps.setdefault(k, []).append(v)
     print("  tool steps, median s: " + ", ".join(f"{k} {statistics.median(v):.3f}"
                                                   for k, v in steps.items()))
+    marks: dict[str, list[float]] = {}
+    for f in got["tool"]:
+        for k, v in f.get("after_exit", {}).items():
+            marks.setdefault(k, []).append(v)
+    if marks:
+        print("  tool, Orthanc's exit -> step done, median s: " + ", ".join(
+            f"{k} {statistics.median(v):+.3f}" for k, v in marks.items()))
     shutil.rmtree(template.parent, ignore_errors=True)
     return out
 
