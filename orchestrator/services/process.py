@@ -24,7 +24,7 @@ import psutil
 
 from orchestrator.errors import ServiceError
 from orchestrator.host.clock import Clock
-from orchestrator.host.runner import Runner
+from orchestrator.host.runner import Runner, child_env
 from orchestrator.services import lifetime, proof
 from orchestrator.services.base import (SETTLE, ServiceStatus, ServiceTarget, State, read_log_tail,
                                         wait_for)
@@ -215,9 +215,12 @@ class ProcessManager:
             else:
                 log = open(os.devnull, "wb")
             with log:
+                # The tool's own secrets (the REST password's variable) never reach Orthanc.
                 child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         close_fds=True, **kwargs)
+                                         close_fds=True,
+                                         env=child_env(getattr(self.runner, "hidden_env", ())),
+                                         **kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise ServiceError(f"cannot start {argv[0]}: {exc}",
                                hint="check the binary path, the log file's folder, the user and the "
