@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv orthanc test test-fast demo bench clean
+.PHONY: venv orthanc test test-fast test-hosts images demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -21,6 +21,14 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
+# The tests that boot real Debian hosts (systemd-nspawn; root, mmdebstrap, systemd-container).
+test-hosts: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests/hosts
+
+# Build (or find cached) the Debian host images before a test run: about a minute each.
+images: venv
+	$(PY) -c 'from tests.harness.debian_host import *; [print(ensure_image(i, log=print)) for i in (BOOKWORM, TRIXIE, SYSVINIT)]'
+
 # Debian's Orthanc package, installed when missing (needs root).
 orthanc:
 	@test -x /usr/sbin/Orthanc || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc; }
@@ -33,6 +41,7 @@ bench: venv
 	$(PY) bench/replicate.py
 	$(PY) bench/upgrade.py
 	$(PY) bench/services.py
+	$(PY) bench/package_jump.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

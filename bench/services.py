@@ -8,7 +8,10 @@ is started and stopped `rounds` times through the real manager code:
 
 - start: `start()` returning (it includes the 1 s settle that catches a start
   that dies at once), and the time until `/system` answers 200;
-- stop: `stop()` returning (the manager's stop plus the proof: no process, index unlocked).
+- stop: `stop()` returning (the manager's stop plus the proof: every recorded process
+  exited, no process left, index unlocked);
+- exit to return: from the main process's exit (seen by the bench through a pidfd) to
+  `stop()` returning: how long the manager takes to notice the exit and prove it.
 
 A baseline row is the bare process: Popen, poll `/system`, SIGTERM + wait.
 """
@@ -24,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.host.clock import RealClock  # noqa: E402
 from orchestrator.host.runner import RealRunner  # noqa: E402
+from orchestrator.services import lifetime, proof  # noqa: E402
 from orchestrator.services.base import SETTLE, ServiceTarget  # noqa: E402
 from orchestrator.services.process import ProcessManager  # noqa: E402
 from orchestrator.services.systemd import SystemdManager  # noqa: E402
@@ -74,24 +79,42 @@ def wait_http(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"no Orthanc on port {port}")
 
 
+class ExitWatch(threading.Thread):
+    """Note the moment the recorded processes have all exited (pidfd waits, no polling)."""
+
+    def __init__(self, recorded):
+        super().__init__(daemon=True)
+        self.recorded = recorded
+        self.at: float | None = None
+
+    def run(self) -> None:
+        if all(lifetime.wait_gone(r.pid, r.started_at, 300) for r in self.recorded):
+            self.at = time.monotonic()
+
+
 def measure(mgr, port: int, rounds: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"start": [], "ready": [], "stop": []}
+    out: dict[str, list[float]] = {"start": [], "ready": [], "stop": [], "exit": []}
     for _ in range(rounds):
         t0 = time.monotonic()
         mgr.start(timeout=120)
         t1 = time.monotonic()
         wait_http(port)
         t2 = time.monotonic()
+        watch = ExitWatch(proof.recorded_processes(mgr.target))
+        watch.start()
         mgr.stop(timeout=120)
         t3 = time.monotonic()
+        watch.join(10)
         out["start"].append(t1 - t0)
         out["ready"].append(t2 - t0)
         out["stop"].append(t3 - t2)
+        if watch.at is not None:
+            out["exit"].append(t3 - watch.at)
     return out
 
 
 def baseline(config: Path, port: int, rounds: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"start": [], "ready": [], "stop": []}
+    out: dict[str, list[float]] = {"start": [], "ready": [], "stop": [], "exit": []}
     for _ in range(rounds):
         t0 = time.monotonic()
         proc = subprocess.Popen([ORTHANC_BINARY, str(config)], stdout=subprocess.DEVNULL,
@@ -99,9 +122,14 @@ def baseline(config: Path, port: int, rounds: int) -> dict[str, list[float]]:
         t1 = time.monotonic()
         wait_http(port)
         t2 = time.monotonic()
+        watch = ExitWatch([lifetime.record(proc.pid)])
+        watch.start()
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
         t3 = time.monotonic()
+        watch.join(10)
+        if watch.at is not None:
+            out["exit"].append(max(t3 - watch.at, 0.0))
         out["start"].append(t1 - t0)
         out["ready"].append(t2 - t0)
         out["stop"].append(t3 - t2)
@@ -159,11 +187,13 @@ def main() -> int:
     print(f"Orthanc {ORTHANC_BINARY}, {args.instances} instances, median of {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs; start() includes a {SETTLE:g} s settle")
     print(f"systemd sandbox boot: {boot:.2f} s")
-    print(f"{'manager':<26}{'start() s':>10}{'to HTTP 200 s':>15}{'stop() s':>10}{'stop/bare':>11}")
+    print(f"{'manager':<26}{'start() s':>10}{'to HTTP 200 s':>15}{'stop() s':>10}{'stop/bare':>11}"
+          f"{'exit to return ms':>19}")
     for name, r in results.items():
-        med = {k: statistics.median(v) for k, v in r.items()}
+        med = {k: statistics.median(v) if v else float("nan") for k, v in r.items()}
+        spread = f" [{1000 * min(r['exit']):.0f}-{1000 * max(r['exit']):.0f}]" if r["exit"] else ""
         print(f"{name:<26}{med['start']:>10.2f}{med['ready']:>15.2f}{med['stop']:>10.2f}"
-              f"{med['stop'] / base_stop:>11.2f}")
+              f"{med['stop'] / base_stop:>11.2f}{1000 * med['exit']:>8.1f}{spread}")
     return 0
 
 

@@ -1,21 +1,35 @@
 #!/usr/bin/env python3
-"""Benchmark: the downtime `orchestrator run` adds to a bare by-hand upgrade, and `plan`'s wall time.
+"""Benchmark: the downtime of `orchestrator run` against the same upgrade done by hand.
 
-For each archive size (2,000 instances, then 20,000), in fresh folders every round:
+For each archive size (2,000 instances, then 20,000), rounds are interleaved (the path
+that goes first alternates), each in a fresh installation: new folders, the template's
+attachments hard-linked (they are immutable), a fresh copy of the index, a fresh Orthanc.
 
-- by hand: SIGTERM the Orthanc, wait for it to exit, `Orthanc --upgrade CONFIG`, start it,
-  poll GET /system until the first 200;
-- the tool: `orchestrator run` with snapshot and relocation (links pre-staged before the stop).
+Both paths do the same work:
 
-Downtime is measured two ways, side by side: by an outside prober polling /system every
-20 ms (last 200 before the stop -> first 200 after), and, for the tool, its own report
-(stop-service start -> health-check end). Then `orchestrator plan` is timed end to end
-(process start to exit) against a running server.
+- by hand: before the stop, link every attachment into `db-v6-next` (the tool's staging);
+  after a random idle, SIGTERM and wait for the exit; copy the index to a snapshot folder
+  and into `db-v6-next` (fsync'd, like the tool); point the config at `db-v6-next`;
+  `Orthanc --upgrade CONFIG`; start; poll GET /system until the first 200;
+- the tool: after a random idle, `orchestrator run` with preflight, stop-service,
+  snapshot, relocate (staged before the stop), upgrade, start-service and health-check.
 
-    python3 bench/upgrade.py [--sizes 2000,20000] [--rounds 3] [--plan-runs 9]
+The idle is random (0-1 s) because Orthanc's exit after SIGTERM lands on a 0.5 s grid
+set by its start: a fixed delay would give one path the same point of the grid every time.
 
-Prints figures and medians; asserts nothing (targets: the tool adds <= 0.3 s, its downtime does
-not grow with the number of files, `plan` <= 0.4 s).
+Two figures per round, both from outside (the bench is Orthanc's parent and sees its exit
+through a pidfd; a prober polls /system every 10 ms):
+
+- exit-to-healthy: Orthanc's exit -> the first 200 from the new process. This is what
+  each path controls; Orthanc's own shutdown is not in it.
+- whole window: the last 200 before the stop -> the first 200 after.
+
+Printed: medians and ranges per path, then the tool against the by-hand figure as a
+difference and a ratio, per size; the tool's own step times, and when each step ended
+after Orthanc's exit (from its journal: where the post-exit time goes). Then `orchestrator
+plan`'s wall time. Asserts nothing.
+
+    python3 bench/upgrade.py [--sizes 2000,20000] [--rounds 5] [--plan-runs 9]
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -40,10 +55,13 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from orchestrator.services import lifetime  # noqa: E402
 from tests.harness.dicom import make_dataset  # noqa: E402
 from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port  # noqa: E402
 
-POLL = 0.02
+POLL = 0.01  # seconds between two probes of /system
+MAX_IDLE = 1.0  # the random idle before a stop: two periods of Orthanc's 0.5 s exit grid
+WARM = 3.0  # Orthanc exits slowly when stopped within ~3 s of its start: let it settle first
 
 
 class Prober(threading.Thread):
@@ -52,14 +70,14 @@ class Prober(threading.Thread):
     def __init__(self, url: str):
         super().__init__(daemon=True)
         self.url = url
-        self.stop_event = threading.Event()
         self.last_up: float | None = None
         self.down_at: float | None = None
         self.back_at: float | None = None
 
     def run(self) -> None:
         session = requests.Session()
-        while not self.stop_event.is_set():
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
             now = time.monotonic()
             try:
                 ok = session.get(f"{self.url}/system", timeout=0.5).status_code == 200
@@ -75,10 +93,20 @@ class Prober(threading.Thread):
                 return
             time.sleep(POLL)
 
-    def window(self) -> float | None:
-        if self.last_up is None or self.back_at is None:
-            return None
-        return self.back_at - self.last_up
+
+class ExitWatch(threading.Thread):
+    """Note the moment a process exits (a pidfd wait: woken by the kernel, no polling)."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.started = lifetime.started_at(pid)
+        self.at: float | None = None
+        self.wall: float | None = None  # the same moment on the wall clock (the journal's)
+
+    def run(self) -> None:
+        if lifetime.wait_gone(self.pid, self.started, 900):
+            self.at, self.wall = time.monotonic(), time.time()
 
 
 def build_template(root: Path, count: int) -> Path:
@@ -119,64 +147,130 @@ def wait_up(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"no Orthanc on {url}")
 
 
+def fresh_copy(template: Path, dest: Path) -> None:
+    """New folders with the template's attachments hard-linked and the index copied."""
+    shutil.copytree(template, dest, copy_function=os.link,
+                    ignore=shutil.ignore_patterns("index", "index-wal", "index-shm"))
+    shutil.copy2(template / "index", dest / "index")
+
+
+def copy_synced(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Round:
-    """A fresh installation (a copy of the template) with a running Orthanc."""
+    """A fresh installation (linked from the template) with a running Orthanc."""
 
     def __init__(self, root: Path, template: Path):
         self.root = root
         self.db = root / "lib" / "db-v6"
-        shutil.copytree(template, self.db)
+        self.next = root / "lib" / "db-v6-next"
+        fresh_copy(template, self.db)
         self.port = free_port()
         self.config = root / "conf" / "orthanc.json"
         self.config.parent.mkdir(parents=True)
-        self.config.write_text(json.dumps(base_config(root, self.port, StorageDirectory=str(self.db),
-                                                      IndexDirectory=str(self.db)), indent=2))
+        self.write_config(self.db)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = self.spawn()
         wait_up(self.url)
+        time.sleep(WARM)
+
+    def write_config(self, db: Path) -> None:
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(base_config(self.root, self.port, StorageDirectory=str(db),
+                                              IndexDirectory=str(db)), indent=2))
+        os.replace(tmp, self.config)
 
     def spawn(self) -> subprocess.Popen:
         return subprocess.Popen([ORTHANC_BINARY, str(self.config)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
 
-    def by_hand(self) -> float:
-        prober = Prober(self.url)
+    def by_hand(self, idle: float) -> dict:
+        # Staging, as the tool does before its stop: every attachment linked into the new folder.
+        shutil.copytree(self.db, self.next, copy_function=os.link,
+                        ignore=shutil.ignore_patterns("index", "index-wal", "index-shm"))
+        watch, prober = ExitWatch(self.proc.pid), Prober(self.url)
+        watch.start()
         prober.start()
-        time.sleep(0.2)
+        time.sleep(idle)
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(120)
+        copy_synced(self.db / "index", self.root / "snapshot" / "index")
+        copy_synced(self.db / "index", self.next / "index")
+        self.write_config(self.next)
         subprocess.run([ORTHANC_BINARY, "--upgrade", str(self.config)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.proc = self.spawn()
         prober.join(120)
-        return prober.window()
+        watch.join(10)
+        return figures(prober, watch)
 
-    def with_tool(self) -> tuple[float, float, dict]:
+    def with_tool(self, idle: float) -> dict:
         plan = self.root / "plan.yaml"
         plan.write_text(
             f"version: 1\nstate_dir: {self.root / 'state'}\nservice:\n  name: bench\n"
             f"  manager: process\n  binary: {ORTHANC_BINARY}\n  config: {self.config}\n"
             f"  url: {self.url}\n  log_file: {self.root / 'service.log'}\nsteps:\n"
             f"  - preflight\n  - stop-service\n  - snapshot\n"
-            f"  - relocate: {{to: {self.root / 'lib' / 'db-v6-next'}}}\n  - upgrade\n"
+            f"  - relocate: {{to: {self.next}}}\n  - upgrade\n"
             f"  - start-service\n  - health-check\n")
-        prober = Prober(self.url)
+        watch, prober = ExitWatch(self.proc.pid), Prober(self.url)
+        watch.start()
         prober.start()
-        time.sleep(0.2)
+        time.sleep(idle)
         done = cli("run", str(plan), "--json")
         prober.join(120)
+        watch.join(10)
+        self.proc.wait(10)  # the bench is its parent: reap it
         report = json.loads(done.stdout)
         if report["exit_code"] != 0:
             raise RuntimeError(f"the run failed: {report['error']}")
-        return prober.window(), report["downtime"], report
+        out = figures(prober, watch)
+        out["own"] = report["downtime"]
+        out["steps"] = {s["id"]: s["seconds"] for s in report["steps"] if s.get("seconds") is not None}
+        out["after_exit"] = after_exit(self.root / "state" / "bench.journal", watch.wall)
+        return out
 
     def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
             if cmd and cmd[0] == ORTHANC_BINARY and str(self.config) in cmd:
                 proc.kill()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def figures(prober: Prober, watch: ExitWatch) -> dict:
+    if prober.back_at is None or prober.last_up is None or watch.at is None:
+        raise RuntimeError("the prober or the exit watch saw nothing")
+    return {"exit_to_healthy": prober.back_at - watch.at, "window": prober.back_at - prober.last_up}
+
+
+def after_exit(journal: Path, exit_wall: float | None) -> dict[str, float]:
+    """Seconds from Orthanc's exit to each step's `step-done` record (journal times, 1 ms)."""
+    out: dict[str, float] = {}
+    try:
+        lines = journal.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        done_at = rec.get("time", 0)
+        if exit_wall is not None and rec.get("event") == "step-done" and done_at >= exit_wall - 0.002:
+            out[str(rec.get("step"))] = done_at - exit_wall
+    return out
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -193,7 +287,7 @@ def plan_wall_time(work: Path, template: Path, runs: int) -> list[float]:
             f"version: 1\nstate_dir: {r.root / 'state'}\nservice:\n  name: bench\n"
             f"  manager: process\n  binary: {ORTHANC_BINARY}\n  config: {r.config}\n"
             f"  url: {r.url}\nsteps:\n  - preflight\n  - stop-service\n  - snapshot\n"
-            f"  - relocate: {{to: {r.root / 'lib' / 'db-v6-next'}}}\n  - upgrade\n"
+            f"  - relocate: {{to: {r.next}}}\n  - upgrade\n"
             f"  - start-service\n  - health-check\n")
         times = []
         for _ in range(runs):
@@ -207,52 +301,85 @@ def plan_wall_time(work: Path, template: Path, runs: int) -> list[float]:
         r.close()
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} s [{min(values):.3f}-{max(values):.3f}]"
+
+
+def run_size(work: Path, size: int, rounds: int, rng: random.Random) -> dict:
+    t0 = time.monotonic()
+    template = build_template(work / f"template-{size}", size)
+    files = sum(len(f) for _, _, f in os.walk(template))
+    print(f"\n== {size} instances ({files} files in the database folder; built in "
+          f"{time.monotonic() - t0:.0f}s), {rounds} interleaved rounds", flush=True)
+    got: dict[str, list[dict]] = {"hand": [], "tool": []}
+    for n in range(rounds):
+        order = ("hand", "tool") if n % 2 == 0 else ("tool", "hand")
+        line = []
+        for path in order:
+            idle = rng.uniform(0, MAX_IDLE)
+            r = Round(work / f"{path}-{size}-{n}", template)
+            try:
+                got[path].append(r.by_hand(idle) if path == "hand" else r.with_tool(idle))
+            finally:
+                r.close()
+            f = got[path][-1]
+            line.append(f"{path} exit-to-healthy {f['exit_to_healthy']:.3f} s, window {f['window']:.3f} s "
+                        f"(idle {idle:.2f})")
+        print(f"  round {n + 1}: " + "; ".join(line), flush=True)
+    out = {}
+    for key, label in (("exit_to_healthy", "exit-to-healthy"), ("window", "whole window")):
+        hand = [f[key] for f in got["hand"]]
+        tool = [f[key] for f in got["tool"]]
+        mh, mt = statistics.median(hand), statistics.median(tool)
+        out[key] = (mh, mt)
+        print(f"  {label:<16} by hand {spread(hand)}   tool {spread(tool)}   "
+              f"tool - hand {mt - mh:+.3f} s   tool / hand {mt / mh:.2f}x")
+    own = [f["own"] for f in got["tool"] if f.get("own") is not None]
+    if own:
+        print(f"  the tool's own report (stop-service start -> health-check end): {spread(own)}")
+    steps: dict[str, list[float]] = {}
+    for f in got["tool"]:
+        for k, v in f["steps"].items():
+            steps.setdefault(k, []).append(v)
+    print("  tool steps, median s: " + ", ".join(f"{k} {statistics.median(v):.3f}"
+                                                  for k, v in steps.items()))
+    marks: dict[str, list[float]] = {}
+    for f in got["tool"]:
+        for k, v in f.get("after_exit", {}).items():
+            marks.setdefault(k, []).append(v)
+    if marks:
+        print("  tool, Orthanc's exit -> step done, median s: " + ", ".join(
+            f"{k} {statistics.median(v):+.3f}" for k, v in marks.items()))
+    shutil.rmtree(template.parent, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="2000,20000")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--plan-runs", type=int, default=9)
+    ap.add_argument("--seed", type=int, default=None, help="for the random idles")
     args = ap.parse_args()
+    rng = random.Random(args.seed)
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
     results = {}
+    print(f"Orthanc {ORTHANC_BINARY}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the start")
     try:
         for size in sizes:
-            t0 = time.monotonic()
-            template = build_template(work / f"template-{size}", size)
-            files = sum(len(f) for _, _, f in os.walk(template))
-            print(f"\n== {size} instances ({files} files in the database folder; built in "
-                  f"{time.monotonic() - t0:.0f}s)")
-            hand, tool, tool_own = [], [], []
-            for n in range(args.rounds):
-                r = Round(work / f"hand-{size}-{n}", template)
-                try:
-                    hand.append(r.by_hand())
-                finally:
-                    r.close()
-                r = Round(work / f"tool-{size}-{n}", template)
-                try:
-                    outside, own, report = r.with_tool()
-                    tool.append(outside)
-                    tool_own.append(own)
-                    steps = {s["id"]: s["seconds"] for s in report["steps"]}
-                finally:
-                    r.close()
-                print(f"  round {n + 1}: by hand {hand[-1]:.3f}s   tool {tool[-1]:.3f}s "
-                      f"(its own report: {tool_own[-1]:.3f}s; steps: "
-                      + ", ".join(f"{k} {v:.3f}" for k, v in steps.items()) + ")")
-            mh, mt, mo = statistics.median(hand), statistics.median(tool), statistics.median(tool_own)
-            results[size] = (mh, mt, mo)
-            print(f"  median: by hand {mh:.3f}s, tool {mt:.3f}s (own report {mo:.3f}s): "
-                  f"the tool adds {mt - mh:+.3f}s")
+            results[size] = run_size(work, size, args.rounds, rng)
         if len(results) > 1:
             small, large = min(results), max(results)
-            print(f"\ndowntime growth {small} -> {large} instances: by hand "
-                  f"{results[large][0] - results[small][0]:+.3f}s, tool "
-                  f"{results[large][1] - results[small][1]:+.3f}s")
-        times = plan_wall_time(work, build_template(work / "template-plan", 50), args.plan_runs)
-        print(f"\n`orchestrator plan` wall time over {len(times)} runs: median "
-              f"{statistics.median(times):.3f}s (min {min(times):.3f}s, max {max(times):.3f}s)")
+            for key, label in (("exit_to_healthy", "exit-to-healthy"), ("window", "whole window")):
+                (h0, t0), (h1, t1) = results[small][key], results[large][key]
+                print(f"\n{label} growth {small} -> {large} instances: by hand {h1 - h0:+.3f} s, "
+                      f"tool {t1 - t0:+.3f} s; the tool adds {t0 - h0:+.3f} s at {small}, "
+                      f"{t1 - h1:+.3f} s at {large}")
+        if args.plan_runs:
+            times = plan_wall_time(work, build_template(work / "template-plan", 50), args.plan_runs)
+            print(f"\n`orchestrator plan` wall time over {len(times)} runs: {spread(times)}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

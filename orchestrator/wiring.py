@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,18 @@ def journal_for(state_dir: Path, service: str) -> Journal:
     return Journal.for_service(state_dir, service)
 
 
+def config_reads_variable(config: OrthancConfig, name: str) -> bool:
+    """True when a file of the Orthanc configuration substitutes `${name}`."""
+    pattern = re.compile(r"\$\{" + re.escape(name) + r"(\}|:-)")
+    for path in config.files:
+        try:
+            if pattern.search(path.read_text("utf-8", "surrogateescape")):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def orthanc_locks(plan: Plan) -> list[OrthancLock]:
     """The per-Orthanc locks a run holds besides the state folder's: its index (the real path
     of a SQLite index, or the database's identity) and its configuration's real path."""
@@ -109,6 +122,8 @@ def open_run(plan: Plan, *, dry: bool, state_dir: Path | None = None, run_id: st
     state = state_dir_for(plan, state_dir)
     config = load_config(svc.config)
     orthanc, hidden = rest_factory(plan, config)
+    # A variable the Orthanc configuration itself reads (`${NAME}`) must still reach Orthanc.
+    hidden = [name for name in hidden if not config_reads_variable(config, name)]
     runner, clock = runner or RealRunner(hidden_env=hidden), RealClock()
     manager, manager_note = plan_manager(plan, config, runner, clock, manager_options)
     host = make_host(dry=dry, manager=manager, orthanc=orthanc, runner=runner, clock=clock,

@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                   "Copy every instance from one Orthanc to another over REST."),
     "import-storage": ("orchestrator.cli.replicate_cmds", "import_storage",
                        "Send the DICOM files of an Orthanc storage folder to an Orthanc."),
+    "examples": ("orchestrator.cli.examples_cmd", "examples",
+                 "List, print or copy the example plans and the systemd unit."),
 }
 
 

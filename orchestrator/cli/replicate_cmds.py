@@ -69,10 +69,10 @@ def _endpoint(url: str, user, password_env, password_file, *, ca_bundle, insecur
 
 def _finish(summary, as_json: bool, progress) -> None:
     from orchestrator.report import to_json
-    from orchestrator.report.transfer import render_text
+    from orchestrator.report.transfer import document, render_text
 
     progress.close()
-    data = summary.to_dict()
+    data = document(summary)
     click.echo(to_json(data) if as_json else render_text(data))
     raise SystemExit(int(summary.exit_code))
 
@@ -117,21 +117,23 @@ def replicate(source_url: str, target_url: str, source_user, source_password_env
     (and verified, with --verify), 1 when anything failed or the run stopped.
     Passwords: --*-password-env/-file, ~/.netrc, or user:pass@ in the URL.
     """
+    from orchestrator.replication.options import DEFAULT_WORKERS, Options, PresenceMode
     from orchestrator.replication.pool import RetryPolicy
-    from orchestrator.replication.replicate import DEFAULT_WORKERS, Options, Replication
+    from orchestrator.replication.replicate import Replication
     from orchestrator.replication.state import StateStore
+    from orchestrator.replication.writes import Writes
 
     workers = workers or DEFAULT_WORKERS
     net = dict(ca_bundle=ca_bundle, insecure=insecure, timeout=timeout, workers=workers)
     source = _endpoint(source_url, source_user, source_password_env, source_password_file, **net)
     target = _endpoint(target_url, target_user, target_password_env, target_password_file, **net)
     store = StateStore(state_dir, "replicate", source.base_url, target.base_url)
-    options = Options(workers=workers, dry_run=dry_run, verify=verify, full=full,
-                      presence=check_target, target_config=target_config,
+    options = Options(workers=workers, verify=verify, full=full,
+                      presence=PresenceMode(check_target), target_config=target_config,
                       policy=RetryPolicy(attempts=retries + 1))
     bar, update = _progress("replicate")
     try:
-        summary = Replication(source, target, store, options, update).run()
+        summary = Replication(source, target, store, options, Writes(dry=dry_run), update).run()
     finally:
         bar.close()
     _finish(summary, as_json, bar)
@@ -161,9 +163,11 @@ def import_storage(directory: Path, target_url: str, index, no_index, max_size, 
     otherwise.
     """
     from orchestrator.errors import InputError
-    from orchestrator.replication.importer import DEFAULT_WORKERS, ImportOptions, StorageImport
+    from orchestrator.replication.importer import StorageImport
+    from orchestrator.replication.options import DEFAULT_WORKERS, Options, PresenceMode
     from orchestrator.replication.pool import RetryPolicy
     from orchestrator.replication.state import StateStore
+    from orchestrator.replication.writes import Writes
 
     if index and no_index:
         raise InputError("--index and --no-index contradict each other", hint="give one")
@@ -172,13 +176,13 @@ def import_storage(directory: Path, target_url: str, index, no_index, max_size, 
                        ca_bundle=ca_bundle, insecure=insecure, timeout=timeout, workers=workers)
     root = Path(os.path.abspath(directory))
     store = StateStore(state_dir, "import-storage", str(root), target.base_url)
-    options = ImportOptions(index=index, use_index=not no_index, workers=workers,
-                            dry_run=dry_run, verify=verify, full=full, presence=check_target,
-                            max_size=max_size * 1024 * 1024, target_config=target_config,
-                            policy=RetryPolicy(attempts=retries + 1))
+    options = Options(index=index, use_index=not no_index, workers=workers, verify=verify,
+                      full=full, presence=PresenceMode(check_target),
+                      max_size=max_size * 1024 * 1024, target_config=target_config,
+                      policy=RetryPolicy(attempts=retries + 1))
     bar, update = _progress("import")
     try:
-        summary = StorageImport(root, target, store, options, update).run()
+        summary = StorageImport(root, target, store, options, Writes(dry=dry_run), update).run()
     finally:
         bar.close()
     _finish(summary, as_json, bar)

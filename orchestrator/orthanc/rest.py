@@ -1,7 +1,16 @@
-"""A small Orthanc REST client: keep-alive session, timeouts, redacted errors.
+"""A small Orthanc REST client for the upgrade steps: keep-alive session, timeouts,
+redacted errors.
 
 Every answer is treated as untrusted: JSON is checked for the expected shape
 and errors name the URL without its password.
+
+It is one of two HTTP clients to Orthanc, on purpose: this one makes a handful
+of calls per run (/system, /statistics, a store probe) and raises on any
+unexpected status; `replication/transport.py` is the bulk path (streamed
+bodies, every status as data for its retry policy, a connection per worker
+thread, ~0.15 CPU-ms per instance where requests costs ~1.6). The steps sit
+below `replication` in the layers and cannot import it. Both raise the same
+OrthancHttpError, with the status as data and no password in a message.
 """
 
 from __future__ import annotations

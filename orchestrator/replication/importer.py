@@ -1,11 +1,13 @@
 """Send the DICOM files of an Orthanc storage folder to an Orthanc over REST.
 
 With the stopped source's index (DIR/index, or --index) exactly the full-DICOM
-attachments are sent (fileType 1), each decompressed per its row and checked
-against the row's MD5; the dicom-until-pixel-data attachments (fileType 3)
-and JSON summaries (fileType 2) are skipped. Without an index, every file is
-judged by its content (see orthanc/storage.py). The same pool, resume state,
-report and exit code as `replicate`.
+attachments are sent (fileType 1), streamed per their row (sendfile for plain
+files, checked against the row's MD5 first; inflated on the fly for
+zlib-with-size, checked by zlib's checksum and the declared size before the
+last byte goes out); the dicom-until-pixel-data attachments (fileType 3) and
+JSON summaries (fileType 2) are skipped. Without an index, every file is
+judged by its content (see orthanc/storage/dicom.py). The same pool, resume
+state, report and exit code as `replicate`.
 """
 
 from __future__ import annotations
@@ -14,42 +16,30 @@ import hashlib
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import InputError, OrthancHttpError
+from orchestrator.host.clock import Clock
 from orchestrator.orthanc import storage
-from orchestrator.orthanc.storage import Attachment, FileType, Kind, StorageEntry, StorageFormatError
+from orchestrator.orthanc.storage import (Attachment, Compression, FileType, Kind, StorageEntry,
+                                          StorageFormatError)
+from orchestrator.replication.bodies import FileBody, InflateBody
 from orchestrator.replication.listing import is_instance_id
+from orchestrator.replication.options import Options, PresenceMode
 from orchestrator.replication.outcome import Outcome, Result, Summary
-from orchestrator.replication.pool import RetryPolicy, Work, recording_pool
+from orchestrator.replication.pool import REAL_CLOCK, Done, Work, recording_pool
 from orchestrator.replication.state import ResumeState, StateStore, Watermark
 from orchestrator.replication.target import (Presence, connect, has_instance, limit_warnings,
                                              md5_of, store)
-from orchestrator.replication.transport import Endpoint
+from orchestrator.replication.transport import Body, BodyError, Endpoint
+from orchestrator.replication.writes import Write, Writes
 
-DEFAULT_WORKERS = 8  # measured: see docs/replication.md
 NOT_DICOM = "not DICOM"
 UNTIL_PIXEL_DATA = "dicom-until-pixel-data (a copy without pixels: never imported)"
 
 
-@dataclass(frozen=True)
-class ImportOptions:
-    index: Path | None = None  # None: DIR/index when present
-    use_index: bool = True  # False: judge every file by its content
-    workers: int = DEFAULT_WORKERS
-    dry_run: bool = False
-    verify: bool = False
-    full: bool = False
-    presence: str = "auto"
-    max_size: int = storage.DEFAULT_MAX_SIZE
-    target_config: Path | None = None
-    policy: RetryPolicy = RetryPolicy()
-
-
-def find_index(root: Path, options: ImportOptions) -> Path | None:
+def find_index(root: Path, options: Options) -> Path | None:
     if not options.use_index:
         return None
     if options.index is not None:
@@ -61,21 +51,23 @@ def find_index(root: Path, options: ImportOptions) -> Path | None:
 class StorageImport:
     """One run of `import-storage`."""
 
-    def __init__(self, root: Path, target: Endpoint, store_: StateStore, options: ImportOptions,
-                 progress: Callable[[Summary, int | None], None] | None = None):
+    def __init__(self, root: Path, target: Endpoint, store_: StateStore, options: Options,
+                 writes: Writes, progress: Callable[[Summary, int | None], None] | None = None,
+                 clock: Clock = REAL_CLOCK):
         if not root.is_dir():
             raise InputError(f"{root} is not a folder", hint="give the Orthanc storage folder")
         self.root, self.target, self.state_store, self.options = root, target, store_, options
+        self.writes, self.clock = writes, clock
         self.progress = progress or (lambda summary, total: None)
-        self.presence = Presence("always" if options.dry_run else options.presence)
-        self.summary = Summary("import-storage", str(root), target.base_url,
-                               dry_run=options.dry_run)
+        self.presence = Presence(options.presence if writes.learns_from_sends()
+                                 else PresenceMode.ALWAYS)
+        self.summary = Summary("import-storage", str(root), target.base_url, dry=writes.dry)
         self.total: int | None = None
         self.con: sqlite3.Connection | None = None
         self._verify_lock = threading.Lock()
 
     def run(self) -> Summary:
-        started = time.monotonic()
+        started = self.clock.now()
         opts = self.options
         connect(self.target, "target", opts.policy)
         self.summary.notes.extend(limit_warnings(opts.target_config))
@@ -85,8 +77,8 @@ class StorageImport:
         if state.extra.get("mode") != mode:
             state = self.state_store.fresh()
         state.extra["mode"] = mode
-        if not opts.dry_run:
-            self.state_store.save(state)  # an unwritable state dir fails now, not mid-run
+        # An unwritable state dir fails now, not mid-run.
+        self.writes.apply(Write.SAVE_STATE, lambda: self.state_store.save(state), None)
         if opts.verify and state.cursor is not None:
             # Inline verification sees only what a run handles: check everything again.
             self.summary.notes.append("--verify: the whole folder is checked again, not "
@@ -106,7 +98,7 @@ class StorageImport:
                                          (int(FileType.DICOM),)).fetchone()[0]
                 self._run(state, self._index_listing(state), self._import_attachment,
                           self._attachment_for)
-        self.summary.elapsed = time.monotonic() - started
+        self.summary.elapsed = self.clock.now() - started
         return self.summary
 
     def _run(self, state: ResumeState, listing: Iterator[Work], work: Callable,
@@ -138,7 +130,12 @@ class StorageImport:
                 yield Work(None, entry)
         assert self.con is not None
         for att in storage.attachments(self.con, after):
-            yield Work(att.rowid, att, 1 if att.file_type == FileType.DICOM else 0)
+            # What is skipped by its row alone is recorded here, without a worker.
+            skipped = _judge(att)
+            if skipped is not None:
+                yield Done(att.rowid, skipped, 1 if att.file_type == FileType.DICOM else 0)
+            else:
+                yield Work(att.rowid, att, 1)
 
     def _check_index_matches(self, con: sqlite3.Connection) -> None:
         sample = [a for _, a in zip(range(20), (a for a in storage.attachments(con)
@@ -174,50 +171,63 @@ class StorageImport:
             return Result(Outcome.SKIPPED, entry.rel, NOT_DICOM)
         if kind is Kind.UNTIL_PIXEL_DATA:
             return Result(Outcome.SKIPPED, entry.rel, UNTIL_PIXEL_DATA)
-        if self.options.dry_run:
-            return Result(Outcome.WOULD_COPY, entry.rel)
-        return self._send(entry.rel, dicom, None)
+        return self.writes.apply(
+            Write.SEND, lambda: self._send(entry.rel, dicom, None, hashlib.md5(dicom).hexdigest()
+                                           if self.options.verify else None),
+            Result(Outcome.WOULD_COPY, entry.rel))
 
     def _import_attachment(self, item: Attachment | StorageEntry) -> Result:
         if isinstance(item, StorageEntry):  # a file beside the xx/ folders
             return Result(Outcome.SKIPPED, item.rel, item.problem or NOT_DICOM)
         att = item
-        rel = f"{att.uuid[0:2]}/{att.uuid[2:4]}/{att.uuid}"
-        if att.file_type == FileType.DICOM_UNTIL_PIXEL_DATA:
-            return Result(Outcome.SKIPPED, rel, UNTIL_PIXEL_DATA)
-        if att.file_type != FileType.DICOM:
-            return Result(Outcome.SKIPPED, rel, NOT_DICOM)
-        if not is_instance_id(att.instance_id):
-            return Result(Outcome.FAILED, rel, f"{rel}: the index ties it to no instance")
-        policy = self.options.policy
+        rel = _rel(att)
+        judged = _judge(att)
+        if judged is not None:
+            return judged
         if self.presence.should_ask():
-            present, problem = has_instance(self.target, att.instance_id, policy)
-            if problem:
-                return Result(Outcome.FAILED, rel, problem, transient="HTTP 5" in problem)
-            self.presence.record(bool(present))
-            if present:
-                if self.options.verify and not self.options.dry_run:
-                    return self._verify_present(rel, att)
-                return Result(Outcome.PRESENT, rel, instance_id=att.instance_id)
-        if self.options.dry_run:
-            return Result(Outcome.WOULD_COPY, rel, instance_id=att.instance_id)
+            lookup = has_instance(self.target, att.instance_id, self.options.policy, self.clock)
+            if lookup.present is None:
+                return Result(Outcome.FAILED, rel, lookup.reason, status=lookup.status)
+            self.presence.record(lookup.present)
+            if lookup.present:
+                present = Result(Outcome.PRESENT, rel, instance_id=att.instance_id)
+                if self.options.verify:
+                    return self.writes.check(lambda: self._verify_present(rel, att), present)
+                return present
+        return self.writes.apply(Write.SEND, lambda: self._send_attachment(rel, att),
+                                 Result(Outcome.WOULD_COPY, rel, instance_id=att.instance_id))
+
+    def _send_attachment(self, rel: str, att: Attachment) -> Result:
+        """Stream one attachment to the target, checked against its row on the way."""
+        opts = self.options
         try:
-            data = storage.read_attachment(self.root, att, self.options.max_size)
+            path = storage.attachment_path(self.root, att.uuid)
+            body: Body
+            if att.compression == Compression.ZLIB_WITH_SIZE:
+                body = InflateBody(path, opts.max_size, att.size, want_md5=opts.verify)
+            elif att.compression == Compression.NONE:
+                body = FileBody(path, opts.max_size, att.size, att.md5, want_md5=opts.verify)
+            else:
+                raise StorageFormatError(f"unknown compressionType {att.compression}")
         except StorageFormatError as exc:
             return Result(Outcome.FAILED, rel, f"{rel}: {exc}")
-        if att.md5 and hashlib.md5(data).hexdigest() != att.md5.lower():
-            return Result(Outcome.FAILED, rel, f"{rel}: its content does not match the MD5 in "
-                          "the index (damaged on disk)")
-        return self._send(rel, data, att.instance_id)
+        with body:
+            return self._send(rel, body, att.instance_id, None)
 
-    def _send(self, rel: str, data: bytes, expected: str | None) -> Result:
-        stored = store(self.target, data, expected, self.options.policy)
+    def _send(self, rel: str, body: bytes | Body, expected: str | None,
+              local_md5: str | None) -> Result:
+        try:
+            stored = store(self.target, body, expected, self.options.policy, self.clock)
+        except BodyError as exc:
+            return Result(Outcome.FAILED, rel, f"{rel}: {exc.cause}")
         if stored.outcome is Outcome.PRESENT:
             self.presence.record(True)
+        size = len(body) if isinstance(body, bytes) else body.length
         result = Result(stored.outcome, rel, stored.reason and f"{rel}: {stored.reason}",
-                        size=len(data), instance_id=stored.instance_id, transient=stored.transient)
+                        size=size, instance_id=stored.instance_id, status=stored.status)
         if self.options.verify and result.outcome in (Outcome.COPIED, Outcome.PRESENT):
-            return self._verify(result, hashlib.md5(data).hexdigest())
+            md5 = local_md5 or getattr(body, "md5", None)
+            return self._verify(result, md5 or "")
         return result
 
     def _verify_present(self, rel: str, att: Attachment) -> Result:
@@ -254,6 +264,21 @@ class StorageImport:
         return Result(Outcome.FAILED, result.item,
                       f"{result.item}: verify: MD5 {remote or 'missing'} on the target, "
                       f"{local_md5} in the storage folder")
+
+
+def _rel(att: Attachment) -> str:
+    return f"{att.uuid[0:2]}/{att.uuid[2:4]}/{att.uuid}"
+
+
+def _judge(att: Attachment) -> Result | None:
+    """The result of an attachment that its row alone settles (skipped, or no instance)."""
+    if att.file_type == FileType.DICOM_UNTIL_PIXEL_DATA:
+        return Result(Outcome.SKIPPED, _rel(att), UNTIL_PIXEL_DATA)
+    if att.file_type != FileType.DICOM:
+        return Result(Outcome.SKIPPED, _rel(att), NOT_DICOM)
+    if not is_instance_id(att.instance_id):
+        return Result(Outcome.FAILED, _rel(att), f"{_rel(att)}: the index ties it to no instance")
+    return None
 
 
 def _exists(root: Path, uuid: str) -> bool:

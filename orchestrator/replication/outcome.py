@@ -9,6 +9,13 @@ from enum import Enum
 from orchestrator.errors import ExitCode
 
 MAX_LISTED = 1000  # failures (and verify problems) listed one by one; beyond, only counted
+# HTTP statuses that may pass on their own (overload, restart): retried, then counted as transient.
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_transient(status: int | None) -> bool:
+    """True for an HTTP status worth retrying (5xx from a busy or restarting server, 408, 429)."""
+    return status is not None and status in TRANSIENT_STATUS
 
 
 class Outcome(Enum):
@@ -33,7 +40,12 @@ class Result:
     reason: str = ""
     size: int = 0
     instance_id: str = ""
-    transient: bool = False  # failed for a reason that may pass (5xx, connection)
+    status: int | None = None  # the HTTP status of the answer that made it fail, if any
+
+    @property
+    def transient(self) -> bool:
+        """Failed for a reason that may pass (a 5xx, 408 or 429 answer)."""
+        return self.outcome is Outcome.FAILED and is_transient(self.status)
 
 
 @dataclass
@@ -43,7 +55,7 @@ class Summary:
     kind: str  # "replicate" | "import-storage"
     source: str  # redacted URL or folder
     target: str  # redacted URL
-    dry_run: bool = False
+    dry: bool = False  # nothing was written: every copy was only counted
     counts: Counter = field(default_factory=Counter)  # Outcome -> n
     skipped: Counter = field(default_factory=Counter)  # reason -> n
     failures: list[dict] = field(default_factory=list)  # first MAX_LISTED {item, reason}
@@ -80,27 +92,9 @@ class Summary:
         # One code for "something was not copied or did not verify": the summary says what.
         return ExitCode.OK if self.ok else ExitCode.REFUSED
 
-    def to_dict(self) -> dict:
-        return {
-            "ok": self.ok,
-            "exit_code": int(self.exit_code),
-            "command": self.kind,
-            "source": self.source,
-            "target": self.target,
-            "dry_run": self.dry_run,
-            "counts": {o.key: self.count(o) for o in Outcome},
-            "skipped": dict(sorted(self.skipped.items())),
-            "failures": list(self.failures),
-            "failures_not_listed": max(0, self.count(Outcome.FAILED) - len(self.failures)),
-            "bytes_copied": self.bytes_copied,
-            "elapsed_s": round(self.elapsed, 3),
-            "rate_per_s": round(self.processed / self.elapsed, 1) if self.elapsed > 0 else None,
-            "aborted": self.aborted,
-            "resumed_from": self.resumed_from,
-            "warnings": list(self.warnings),
-            "notes": list(self.notes),
-            "verify": self.verify,
-        }
+    def count_table(self) -> dict[str, int]:
+        """Every outcome's --json name and count, zeros included."""
+        return {o.key: self.count(o) for o in Outcome}
 
     @property
     def processed(self) -> int:

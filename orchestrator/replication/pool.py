@@ -9,18 +9,19 @@ fail for a transient reason; the state then lets a rerun continue.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from queue import SimpleQueue
+from typing import Any, Protocol, TypeVar
 
 from orchestrator.errors import OrthancHttpError
-from orchestrator.replication.outcome import Outcome, Result
+from orchestrator.host.clock import Clock, RealClock
+from orchestrator.replication.outcome import Outcome, Result, is_transient
 from orchestrator.replication.state import Watermark
-from orchestrator.replication.transport import Answer
+from orchestrator.replication.writes import Write
 
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+REAL_CLOCK = RealClock()
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class Checkpoint:
     """A listing position with nothing to do (a change that is not a new instance)."""
 
     key: Any
+    weight: int = 0
+
+
+@dataclass(frozen=True)
+class Done:
+    """A listing entry whose result is known without a worker (a file to skip)."""
+
+    key: Any
+    result: Result
     weight: int = 0
 
 
@@ -58,8 +68,14 @@ class RetryPolicy:
         return min(self.max_delay, self.base_delay * (2 ** attempt))
 
 
-def with_retries(call: Callable[[], Answer], policy: RetryPolicy,
-                 sleep: Callable[[float], None] = time.sleep) -> Answer:
+class Answered(Protocol):
+    status: int
+
+
+A = TypeVar("A", bound=Answered)
+
+
+def with_retries(call: Callable[[], A], policy: RetryPolicy, clock: Clock = REAL_CLOCK) -> A:
     """Return the first non-transient answer, retrying connection errors and 5xx with backoff.
 
     After the last attempt, a transient answer is returned as it is (the caller
@@ -75,9 +91,9 @@ def with_retries(call: Callable[[], Answer], policy: RetryPolicy,
             if last:
                 raise Unreachable(exc) from None
         else:
-            if answer.status not in TRANSIENT_STATUS or last:
+            if not is_transient(answer.status) or last:
                 return answer
-        sleep(policy.delay(attempt))
+        clock.sleep(policy.delay(attempt))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -87,7 +103,7 @@ class TransferPool:
     def __init__(self, workers: int, *, on_result: Callable[[Result], None],
                  save: Callable[[Watermark], None], save_every: float = 0.25,
                  save_count: int = 100, breaker: int | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Clock = REAL_CLOCK):
         self.workers = max(1, workers)
         self.window = self.workers * 4
         self.on_result = on_result
@@ -100,11 +116,13 @@ class TransferPool:
         self.aborted: str | None = None
         self._streak = 0
 
-    def run(self, listing: Iterable[Work | Checkpoint], work: Callable[[Any], Result],
+    def run(self, listing: Iterable[Work | Checkpoint | Done], work: Callable[[Any], Result],
             watermark: Watermark) -> str | None:
         """Process the listing; return why the run stopped early, or None."""
-        last_save = self.clock()
+        last_save = self.clock.now()
         inflight: dict[Future, int | None] = {}
+        # Finished futures arrive here: O(1) per result, where wait() walks every one in flight.
+        finished: SimpleQueue[Future] = SimpleQueue()
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="transfer")
         try:
             iterator = iter(listing)
@@ -122,54 +140,63 @@ class TransferPool:
                 if isinstance(entry, Checkpoint):
                     watermark.finish(watermark.add(entry.key, entry.weight))
                     continue
+                if isinstance(entry, Done):
+                    self._record(entry.result, watermark.add(entry.key, entry.weight)
+                                 if entry.key is not None else None, watermark)
+                    continue
                 token = watermark.add(entry.key, entry.weight) if entry.key is not None else None
-                inflight[executor.submit(work, entry.item)] = token
+                future = executor.submit(work, entry.item)
+                inflight[future] = token
+                future.add_done_callback(finished.put)
                 while len(inflight) >= self.window and self.aborted is None:
-                    self._collect(inflight, watermark)
-                if self._unsaved >= self.save_count or self.clock() - last_save >= self.save_every:
+                    self._collect(inflight, finished.get(), watermark)
+                if self._unsaved >= self.save_count or \
+                        self.clock.now() - last_save >= self.save_every:
                     self.save(watermark)
-                    last_save, self._unsaved = self.clock(), 0
+                    last_save, self._unsaved = self.clock.now(), 0
             while inflight:
-                self._collect(inflight, watermark)
+                self._collect(inflight, finished.get(), watermark)
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             self.save(watermark)
         return self.aborted
 
-    def _collect(self, inflight: dict[Future, int | None], watermark: Watermark) -> None:
-        done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-        for future in done:
-            token = inflight.pop(future)
-            try:
-                result = future.result()
-            except Unreachable as exc:
-                # Not finished: the watermark stays before it, and a rerun redoes it.
-                if self.aborted is None:
-                    self.aborted = exc.error.message
-                continue
-            if self.aborted is not None and result.transient:
-                continue  # a casualty of the stop, redone on the next run
-            self.on_result(result)
-            self._unsaved += 1
-            if token is not None:
-                watermark.finish(token)
-            if result.outcome is Outcome.FAILED and result.transient:
-                self._streak += 1
-                if self._streak >= self.breaker and self.aborted is None:
-                    self.aborted = (f"stopped after {self._streak} instances in a row failed; "
-                                    f"last: {result.reason}")
-            else:
-                self._streak = 0
+    def _collect(self, inflight: dict[Future, int | None], future: Future,
+                 watermark: Watermark) -> None:
+        token = inflight.pop(future)
+        try:
+            result = future.result()
+        except Unreachable as exc:
+            # Not finished: the watermark stays before it, and a rerun redoes it.
+            if self.aborted is None:
+                self.aborted = exc.error.message
+            return
+        if self.aborted is not None and result.transient:
+            return  # a casualty of the stop, redone on the next run
+        self._record(result, token, watermark)
+
+    def _record(self, result: Result, token: int | None, watermark: Watermark) -> None:
+        self.on_result(result)
+        self._unsaved += 1
+        if token is not None:
+            watermark.finish(token)
+        if result.outcome is Outcome.FAILED and result.transient:
+            self._streak += 1
+            if self._streak >= self.breaker and self.aborted is None:
+                self.aborted = (f"stopped after {self._streak} instances in a row failed; "
+                                f"last: {result.reason}")
+        else:
+            self._streak = 0
 
 
 def recording_pool(job: Any, state: Any, main: Watermark, *,
                    cursor_ok: Callable[[object], bool]) -> TransferPool:
     """A pool for a replication job: results go to `job.summary` (failures also to the resume
-    state) and `job.progress`; saves write `state` through `job.state_store`, moving its
-    cursor only with the `main` listing's watermark, and never in a dry run.
+    state) and `job.progress`; saves write `state` through `job.state_store`, by way of
+    `job.writes`, moving its cursor only with the `main` listing's watermark.
 
-    `job` has: options (workers, dry_run), summary, progress(summary, total), total,
-    state_store. `cursor_ok` tells a cursor worth saving from a placeholder.
+    `job` has: options (workers), writes, summary, progress(summary, total), total,
+    state_store, clock. `cursor_ok` tells a cursor worth saving from a placeholder.
     """
     def on_result(result: Result) -> None:
         job.summary.add(result)
@@ -178,10 +205,8 @@ def recording_pool(job: Any, state: Any, main: Watermark, *,
         job.progress(job.summary, job.total)
 
     def save(watermark: Watermark) -> None:
-        if job.options.dry_run:
-            return
         if watermark is main and cursor_ok(main.cursor):
             state.cursor, state.listed = main.cursor, main.weight
-        job.state_store.save(state)
+        job.writes.apply(Write.SAVE_STATE, lambda: job.state_store.save(state), None)
 
-    return TransferPool(job.options.workers, on_result=on_result, save=save)
+    return TransferPool(job.options.workers, on_result=on_result, save=save, clock=job.clock)

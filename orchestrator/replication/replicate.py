@@ -4,61 +4,72 @@ Order of a run: retry the failures the last run recorded, then follow the
 source's /changes log from the saved cursor. A full pass (from the start)
 counts the NewInstance changes: fewer than the source's instances means its
 log was cleared, and /instances is swept as well. Each instance: ask the
-target (see `Presence`), GET the file from the source (identity encoding),
-POST it, and check the ID the target computed is the one listed.
+target (see `Presence`), GET the file from the source (identity encoding) and
+relay its body into the POST to the target through a fixed buffer (see
+bodies.RelayBody), and check the ID the target computed is the one listed.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from enum import Enum
 
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, OrthancHttpError
+from orchestrator.host.clock import Clock
 from orchestrator.replication import listing
+from orchestrator.replication.bodies import RelayBody
+from orchestrator.replication.options import Options, PresenceMode
 from orchestrator.replication.outcome import Outcome, Result, Summary
-from orchestrator.replication.pool import (RetryPolicy, TransferPool, Work, recording_pool,
-                                           with_retries)
+from orchestrator.replication.pool import REAL_CLOCK, TransferPool, Work, recording_pool, with_retries
 from orchestrator.replication.state import ResumeState, StateStore, Watermark
 from orchestrator.replication.target import (Presence, connect, count_instances, has_instance,
-                                             hint_suffix, limit_warnings, store)
-from orchestrator.replication.transport import Endpoint
+                                             hint_suffix, limit_warnings, stored)
+from orchestrator.replication.transport import Answer, BodyError, Endpoint
 from orchestrator.replication.verify import verify_replica
+from orchestrator.replication.writes import Write, Writes
 
-DEFAULT_WORKERS = 8  # measured: see docs/replication.md
+
+class Side(Enum):
+    SOURCE = "source"
+    TARGET = "target"
 
 
 @dataclass(frozen=True)
-class Options:
-    workers: int = DEFAULT_WORKERS
-    dry_run: bool = False
-    verify: bool = False
-    full: bool = False  # ignore the saved cursor (a rerun still skips what is there)
-    presence: str = "auto"  # auto | always | never
-    target_config: Path | None = None
-    policy: RetryPolicy = RetryPolicy()
+class Relayed:
+    """How one GET -> POST relay ended: the answer that ended it, and from which side."""
+
+    side: Side
+    answer: Answer
+    size: int = 0
+
+    @property
+    def status(self) -> int:
+        return self.answer.status
 
 
 class Replication:
     """One run of `replicate`; `progress(done, total)` is called as results come in."""
 
     def __init__(self, source: Endpoint, target: Endpoint, store_: StateStore,
-                 options: Options, progress: Callable[[Summary, int | None], None] | None = None):
+                 options: Options, writes: Writes,
+                 progress: Callable[[Summary, int | None], None] | None = None,
+                 clock: Clock = REAL_CLOCK):
         if source.base_url == target.base_url:
             raise InputError(f"source and target are the same server ({source.base_url})",
                              hint="give two different Orthanc URLs")
         self.source, self.target, self.state_store = source, target, store_
-        self.options = options
+        self.options, self.writes, self.clock = options, writes, clock
         self.progress = progress or (lambda summary, total: None)
-        self.presence = Presence("always" if options.dry_run else options.presence)
-        self.summary = Summary("replicate", source.base_url, target.base_url,
-                               dry_run=options.dry_run)
+        # A dry run sends nothing, so no POST answers AlreadyStored: it asks about each one.
+        self.presence = Presence(options.presence if writes.learns_from_sends()
+                                 else PresenceMode.ALWAYS)
+        self.summary = Summary("replicate", source.base_url, target.base_url, dry=writes.dry)
         self.total: int | None = None
 
     def run(self) -> Summary:
         opts, policy = self.options, self.options.policy
-        started = time.monotonic()
+        started = self.clock.now()
         connect(self.source, "source", policy)
         connect(self.target, "target", policy)
         self.summary.notes.extend(limit_warnings(opts.target_config))
@@ -70,8 +81,8 @@ class Replication:
             self.summary.warnings.append(f"the saved cursor ({cursor}) is past the source's last "
                                          f"change ({last}): the source was reset; starting over")
             state, cursor = self.state_store.fresh(), 0
-        if not opts.dry_run:
-            self.state_store.save(state)  # an unwritable state dir fails now, not mid-run
+        # An unwritable state dir fails now, not mid-run.
+        self.writes.apply(Write.SAVE_STATE, lambda: self.state_store.save(state), None)
         if cursor:
             self.summary.resumed_from = f"change {cursor}"
         if source_count is not None:
@@ -94,13 +105,14 @@ class Replication:
             self.summary.warnings.append(
                 f"the source's change log lists {watermark.weight} of its {source_count} "
                 "instances (it was cleared): swept /instances as well")
-            self.presence = Presence("always")  # a gap-filler: most are there already
+            self.presence = Presence(PresenceMode.ALWAYS)  # a gap-filler: most are there already
             sweep = (Work(None, w.item) for w in listing.instances(self.source, policy))
             aborted = pool.run(sweep, self._copy, Watermark())
         self.summary.aborted = aborted
-        if opts.verify and not opts.dry_run and aborted is None:
-            self.summary.verify = verify_replica(self.source, self.target, opts.workers, policy)
-        self.summary.elapsed = time.monotonic() - started
+        if opts.verify and aborted is None:
+            self.summary.verify = self.writes.check(
+                lambda: verify_replica(self.source, self.target, opts.workers, policy), None)
+        self.summary.elapsed = self.clock.now() - started
         return self.summary
 
     def _pool(self, state: ResumeState, main: Watermark) -> TransferPool:
@@ -111,29 +123,53 @@ class Replication:
     def _copy(self, iid: str) -> Result:
         policy = self.options.policy
         if self.presence.should_ask():
-            present, problem = has_instance(self.target, iid, policy)
-            if problem:
-                return Result(Outcome.FAILED, iid, problem, transient="HTTP 5" in problem)
-            self.presence.record(bool(present))
-            if present:
+            lookup = has_instance(self.target, iid, policy, self.clock)
+            if lookup.present is None:
+                return Result(Outcome.FAILED, iid, lookup.reason, status=lookup.status)
+            self.presence.record(lookup.present)
+            if lookup.present:
                 return Result(Outcome.PRESENT, iid, instance_id=iid)
-        if self.options.dry_run:
-            return Result(Outcome.WOULD_COPY, iid, instance_id=iid)
-        answer = with_retries(lambda: self.source.get(f"/instances/{iid}/file"), policy)
-        if answer.status == 404:
-            listed, _ = has_instance(self.source, iid, policy)
-            if listed is False:
-                return Result(Outcome.SKIPPED, iid, "gone from the source since it was listed")
-            return Result(Outcome.FAILED, iid, "the source lists it but cannot serve its file "
-                          f"(GET /instances/{iid}/file: HTTP 404)")
-        if answer.status != 200:
-            return Result(Outcome.FAILED, iid, f"source GET /instances/{iid}/file: HTTP "
-                          f"{answer.status}{listing.detail(answer.data)}"
-                          f"{hint_suffix(answer.status)}", transient=answer.status >= 500)
-        if not answer.data:
-            return Result(Outcome.FAILED, iid, "the source sent an empty file")
-        stored = store(self.target, answer.data, iid, policy)
-        if stored.outcome is Outcome.PRESENT:
+        return self.writes.apply(Write.SEND, lambda: self._send(iid),
+                                 Result(Outcome.WOULD_COPY, iid, instance_id=iid))
+
+    def _send(self, iid: str) -> Result:
+        """Relay the source's file into the target (GET and POST retried together)."""
+        path = f"/instances/{iid}/file"
+        relayed = with_retries(lambda: self._relay(path), self.options.policy, self.clock)
+        answer = relayed.answer
+        if relayed.side is Side.SOURCE:
+            if answer.status == 404:
+                if has_instance(self.source, iid, self.options.policy,
+                                self.clock).present is False:
+                    return Result(Outcome.SKIPPED, iid, "gone from the source since it was listed")
+                return Result(Outcome.FAILED, iid, "the source lists it but cannot serve its "
+                              f"file (GET {path}: HTTP 404)", status=404)
+            if answer.status == 200:  # 200 with an empty body
+                return Result(Outcome.FAILED, iid, "the source sent an empty file")
+            return Result(Outcome.FAILED, iid, f"source GET {path}: HTTP {answer.status}"
+                          f"{listing.detail(answer.data)}{hint_suffix(answer.status)}",
+                          status=answer.status)
+        result = stored(answer, iid)
+        if result.outcome is Outcome.PRESENT:
             self.presence.record(True)
-        return Result(stored.outcome, iid, stored.reason, size=len(answer.data),
-                      instance_id=stored.instance_id or iid, transient=stored.transient)
+        return Result(result.outcome, iid, result.reason, size=relayed.size,
+                      instance_id=result.instance_id or iid, status=result.status)
+
+    def _relay(self, path: str) -> Relayed:
+        """One GET -> POST. Raises OrthancHttpError (transient) when either side broke off."""
+        reply = self.source.open(path)
+        if reply.status != 200 or not reply.length:
+            data = reply.read()  # an error, or a chunked answer (no length to relay with)
+            if reply.status != 200 or not data:
+                return Relayed(Side.SOURCE, Answer(reply.status, data))
+            return Relayed(Side.TARGET, self.target.post("/instances", data), len(data))
+        body = RelayBody(reply, f"source GET {self.source.base_url}{path}")
+        try:
+            answer = self.target.post("/instances", body)
+        except BodyError as exc:
+            assert isinstance(exc.cause, OrthancHttpError)
+            raise exc.cause from None
+        except OrthancHttpError:
+            reply.discard()  # its body is half read: that connection cannot be reused
+            raise
+        return Relayed(Side.TARGET, answer, body.length)

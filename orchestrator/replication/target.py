@@ -10,9 +10,11 @@ from pathlib import Path
 
 from orchestrator.errors import OrthancHttpError, RefusedError
 from orchestrator.replication.listing import detail, get_json, status_hint
+from orchestrator.host.clock import Clock
+from orchestrator.replication.options import PresenceMode
 from orchestrator.replication.outcome import Outcome
-from orchestrator.replication.pool import RetryPolicy, TRANSIENT_STATUS, Unreachable, with_retries
-from orchestrator.replication.transport import Endpoint
+from orchestrator.replication.pool import REAL_CLOCK, RetryPolicy, Unreachable, with_retries
+from orchestrator.replication.transport import Answer, Body, Endpoint
 
 PRESENCE_PATIENCE = 64  # misses in a row before "auto" stops asking the target first
 
@@ -51,9 +53,9 @@ class Presence:
     asking back on (a target that already holds part of the data).
     """
 
-    def __init__(self, mode: str = "auto"):
+    def __init__(self, mode: PresenceMode = PresenceMode.AUTO):
         self.mode = mode
-        self._asking = mode != "never"
+        self._asking = mode is not PresenceMode.NEVER
         self._misses = 0
         self._lock = threading.Lock()
 
@@ -61,7 +63,7 @@ class Presence:
         return self._asking
 
     def record(self, present: bool) -> None:
-        if self.mode != "auto":
+        if self.mode is not PresenceMode.AUTO:
             return
         with self._lock:
             if present:
@@ -78,28 +80,45 @@ class Stored:
     outcome: Outcome  # COPIED, PRESENT or FAILED
     reason: str = ""
     instance_id: str = ""
-    transient: bool = False
+    status: int | None = None  # the HTTP status of a refusal
 
 
-def has_instance(endpoint: Endpoint, iid: str, policy: RetryPolicy) -> tuple[bool | None, str]:
-    """(True/False, "") when the target answered; (None, reason) for another status."""
-    answer = with_retries(lambda: endpoint.get(f"/instances/{iid}"), policy)
-    if answer.status == 200:
-        return True, ""
-    if answer.status == 404:
-        return False, ""
-    return None, (f"target GET /instances/{iid}: HTTP {answer.status}{detail(answer.data)}"
-                  + hint_suffix(answer.status))
+@dataclass(frozen=True)
+class Lookup:
+    """The target's answer to "do you have this instance?"."""
+
+    present: bool | None  # None: neither 200 nor 404 (see status and reason)
+    status: int
+    reason: str = ""
 
 
-def store(endpoint: Endpoint, data: bytes, expected_id: str | None,
-          policy: RetryPolicy) -> Stored:
-    """POST one DICOM file and interpret the answer (a retried POST is harmless)."""
-    answer = with_retries(lambda: endpoint.post("/instances", data), policy)
+def has_instance(endpoint: Endpoint, iid: str, policy: RetryPolicy,
+                 clock: Clock = REAL_CLOCK) -> Lookup:
+    """GET /instances/{iid}: present on 200, absent on 404, else a problem with its status."""
+    answer = with_retries(lambda: endpoint.get(f"/instances/{iid}"), policy, clock)
+    if answer.status in (200, 404):
+        return Lookup(answer.status == 200, answer.status)
+    return Lookup(None, answer.status, f"target GET /instances/{iid}: HTTP {answer.status}"
+                  f"{detail(answer.data)}{hint_suffix(answer.status)}")
+
+
+def store(endpoint: Endpoint, body: bytes | Body, expected_id: str | None,
+          policy: RetryPolicy, clock: Clock = REAL_CLOCK) -> Stored:
+    """POST one DICOM file and interpret the answer (a retried POST is harmless).
+
+    A streamed `body` is sent again on a retry (a file or an inflater can be);
+    its own failure (BodyError) propagates.
+    """
+    answer = with_retries(lambda: endpoint.post("/instances", body), policy, clock)
+    return stored(answer, expected_id)
+
+
+def stored(answer: Answer, expected_id: str | None) -> Stored:
+    """Interpret the target's answer to POST /instances."""
     if answer.status != 200:
         return Stored(Outcome.FAILED, f"target refused the file: HTTP {answer.status}"
                       f"{detail(answer.data)}{hint_suffix(answer.status)}",
-                      transient=answer.status in TRANSIENT_STATUS)
+                      status=answer.status)
     try:
         doc = json.loads(answer.data)
         status, iid = str(doc.get("Status")), str(doc.get("ID"))
@@ -116,10 +135,11 @@ def store(endpoint: Endpoint, data: bytes, expected_id: str | None,
     return Stored(Outcome.FAILED, f"target did not store it: Status {status}", instance_id=iid)
 
 
-def md5_of(endpoint: Endpoint, iid: str, policy: RetryPolicy) -> tuple[str | None, str]:
+def md5_of(endpoint: Endpoint, iid: str, policy: RetryPolicy,
+           clock: Clock = REAL_CLOCK) -> tuple[str | None, str]:
     """Return (md5, how): how is "stored", "hashed" (MD5s not stored: file hashed) or "missing"."""
     answer = with_retries(lambda: endpoint.get(f"/instances/{iid}/attachments/dicom/md5"),
-                          policy)
+                          policy, clock)
     if answer.status == 200:
         text = answer.data.decode("ascii", "replace").strip()
         if len(text) == 32:
@@ -129,7 +149,7 @@ def md5_of(endpoint: Endpoint, iid: str, policy: RetryPolicy) -> tuple[str | Non
                                f"HTTP {answer.status}{detail(answer.data)}",
                                status=answer.status)
     # 404: no such instance, or StoreMD5ForAttachments is off: hash the file itself.
-    answer = with_retries(lambda: endpoint.get(f"/instances/{iid}/file"), policy)
+    answer = with_retries(lambda: endpoint.get(f"/instances/{iid}/file"), policy, clock)
     if answer.status == 404:
         return None, "missing"
     if answer.status != 200:

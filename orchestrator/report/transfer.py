@@ -1,10 +1,42 @@
-"""Text rendering of a replicate / import-storage summary (the JSON is Summary.to_dict())."""
+"""Rendering of a replicate / import-storage summary: the --json document and its text form.
+
+The summary is read through its attributes only (kind, source, target, dry, count_table(),
+...), so this layer does not import the replication package.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from orchestrator.report import table
 
 SHOWN = 20  # failures printed one by one in text; --json lists up to MAX_LISTED
+
+
+def document(summary: Any) -> dict:
+    """The --json document of a replication Summary (also what `render_text` reads)."""
+    elapsed = summary.elapsed
+    failed = summary.count_table()["failed"]
+    return {
+        "ok": summary.ok,
+        "exit_code": int(summary.exit_code),
+        "command": summary.kind,
+        "source": summary.source,
+        "target": summary.target,
+        "dry_run": summary.dry,
+        "counts": summary.count_table(),
+        "skipped": dict(sorted(summary.skipped.items())),
+        "failures": list(summary.failures),
+        "failures_not_listed": max(0, failed - len(summary.failures)),
+        "bytes_copied": summary.bytes_copied,
+        "elapsed_s": round(elapsed, 3),
+        "rate_per_s": round(summary.processed / elapsed, 1) if elapsed > 0 else None,
+        "aborted": summary.aborted,
+        "resumed_from": summary.resumed_from,
+        "warnings": list(summary.warnings),
+        "notes": list(summary.notes),
+        "verify": summary.verify,
+    }
 
 
 def render_text(data: dict) -> str:

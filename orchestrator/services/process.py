@@ -1,10 +1,15 @@
 """An Orthanc under no service manager: found by pidfile or by binary + config.
 
-For a server started by hand, in a container or by the demo. Stop is SIGTERM,
-a wait of `stop_grace`, then SIGKILL; start spawns the binary detached (new
-session, output to the log file) and writes the pidfile atomically. A pidfile
-is only believed when its PID is the target's binary with the target's config:
-a stale pidfile whose PID now belongs to another program never gets a signal.
+For a server started by hand, in a container or by the demo. Stop records the
+processes (PID and start time) and how the main one was launched (its argv and
+working folder), sends SIGTERM, waits for each recorded process to exit (woken
+by the kernel, `lifetime`), then SIGKILL after `stop_grace`. Start spawns the
+binary detached (new session, output to the log file) with the recorded
+arguments and working folder, so an Orthanc started with `--logdir=...` from
+its install folder comes back the same way, and writes the pidfile atomically.
+A pidfile is only believed when its PID is the target's binary with the
+target's config: a stale pidfile whose PID now belongs to another program never
+gets a signal.
 """
 
 from __future__ import annotations
@@ -12,14 +17,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from orchestrator.errors import ServiceError
 from orchestrator.host.clock import Clock
-from orchestrator.host.runner import Runner
-from orchestrator.services import proof
+from orchestrator.host.runner import Runner, child_env
+from orchestrator.services import lifetime, proof
 from orchestrator.services.base import (SETTLE, ServiceStatus, ServiceTarget, State, read_log_tail,
                                         wait_for)
+from orchestrator.services.lifetime import Recorded
 from orchestrator.services.sysv import read_pidfile
 
 KILL_WAIT = 10.0  # seconds to wait for the kernel after SIGKILL
@@ -37,7 +46,32 @@ def write_pidfile(path: Path, pid: int) -> None:
     os.replace(tmp, path)
 
 
-STOP_POLL = 0.05  # seconds between looks while a stopped Orthanc exits
+@dataclass(frozen=True)
+class Launch:
+    """How the running Orthanc was started: its argv and working folder (read at stop time)."""
+
+    argv: tuple[str, ...]
+    cwd: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"argv": list(self.argv), "cwd": self.cwd}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Launch | None:
+        if not data or not data.get("argv"):
+            return None
+        return cls(tuple(str(a) for a in data["argv"]), data.get("cwd"))
+
+
+def read_launch(pid: int) -> Launch | None:
+    """The argv and cwd of live process `pid` (None when unreadable or already exiting)."""
+    try:
+        proc = psutil.Process(pid)
+        argv = proc.cmdline()
+        cwd = proc.cwd()
+    except (psutil.Error, OSError):
+        return None
+    return Launch(tuple(argv), cwd or None) if argv else None
 
 
 class ProcessManager:
@@ -46,13 +80,17 @@ class ProcessManager:
     kind = "process"
 
     def __init__(self, target: ServiceTarget, runner: Runner, clock: Clock, *,
-                 settle: float = SETTLE, proof_grace: float = 5.0):
+                 settle: float = SETTLE, proof_grace: float = 5.0, launch: Launch | None = None):
         self.target = target
         self.runner = runner  # unused: signals and spawning are not commands to run to completion
         self.clock = clock
         self.settle = settle
         self.proof_grace = proof_grace
         self.notes: list[str] = []
+        # How to start it again: recorded by stop() from the running process, or given
+        # (e.g. from a journal) by a later run that must start what an earlier one stopped.
+        self.launch = launch
+        self.stopped: tuple[Recorded, ...] = ()  # what the last stop() proved gone
         self._child: subprocess.Popen | None = None
 
     # -- observe -----------------------------------------------------------------
@@ -84,40 +122,50 @@ class ProcessManager:
         return [["kill", "-TERM", str(pid)] for pid in self._pids()]
 
     def start_commands(self) -> list[list[str]]:
-        return [self._argv()]
+        return [self._argv(self.launch or self._running_launch())]
 
-    def _argv(self) -> list[str]:
+    def _running_launch(self) -> Launch | None:
+        """How the running service was launched (what start() would reuse after a stop)."""
+        pids = self._pids()
+        recorded = read_pidfile(self.target.pidfile)
+        main = recorded if recorded in pids else (pids[0] if pids else None)
+        return read_launch(main) if main else None
+
+    def _argv(self, launch: Launch | None = None) -> list[str]:
+        # The plan's binary (a package upgrade replaces it in place), the original arguments.
+        if launch is not None and len(launch.argv) > 1:
+            return [str(self.target.binary), *launch.argv[1:]]
         return [str(self.target.binary), str(self.target.config)]
 
     # -- change ------------------------------------------------------------------
     def stop(self, *, timeout: float) -> None:
-        started = self.clock.now()
-        pids = self._pids()
-        if pids:
-            for pid in pids:
-                _signal(pid, signal.SIGTERM)
+        found = proof.service_processes(self.target)
+        recorded = tuple(p.recorded for p in found)
+        if found:
+            main = read_pidfile(self.target.pidfile)
+            main = main if main in [p.pid for p in found] else found[0].pid
+            self.launch = read_launch(main) or self.launch
+            for r in recorded:
+                _signal(r, signal.SIGTERM)
             grace = min(self.target.stop_grace, timeout)
-            # Downtime counts from here: look often (a process-table scan costs ~ms).
-            gone = wait_for(self.clock, grace, lambda: True if not self._still(pids) else None,
-                            interval=STOP_POLL)
-            if gone is None:
-                stubborn = self._still(pids)
-                for pid in stubborn:
-                    _signal(pid, signal.SIGKILL)
-                self.notes.append(f"PID(s) {stubborn} ignored SIGTERM for {grace:g}s: sent SIGKILL")
-                left = max(timeout - (self.clock.now() - started), KILL_WAIT)
-                if wait_for(self.clock, left, lambda: True if not self._still(pids) else None) is None:
-                    raise ServiceError(f"{self.target.name}: PID(s) {self._still(pids)} survived SIGKILL",
+            # Downtime counts from here: each wait wakes when its process exits.
+            stubborn = proof.wait_all_gone(recorded, grace)
+            if stubborn:
+                for r in stubborn:
+                    _signal(r, signal.SIGKILL)
+                self.notes.append(f"PID(s) {[r.pid for r in stubborn]} ignored SIGTERM for "
+                                  f"{grace:g}s: sent SIGKILL")
+                left = max(timeout - grace, KILL_WAIT)
+                survivors = proof.wait_all_gone(stubborn, left)
+                if survivors:
+                    raise ServiceError(f"{self.target.name}: PID(s) {[r.pid for r in survivors]} "
+                                       "survived SIGKILL",
                                        hint="a process stuck in the kernel (D state): check `ps -o stat`")
             self._reap()
         proof.prove_stopped(self.target, self.clock, manager="the process manager",
-                            grace=self.proof_grace)
+                            grace=self.proof_grace, recorded=recorded)
+        self.stopped = recorded
         self._clear_pidfile()
-
-    def _still(self, pids: list[int]) -> list[int]:
-        self._reap()
-        live = set(self._pids())
-        return [p for p in pids if p in live]
 
     def _reap(self) -> None:
         if self._child is not None and self._child.poll() is not None:
@@ -153,9 +201,11 @@ class ProcessManager:
                 hint=f"see {self.target.log_file or 'its output'}")
 
     def _spawn(self) -> subprocess.Popen:
-        argv = self._argv()
+        argv = self._argv(self.launch)
         log_path = self.target.log_file
         kwargs: dict = {}
+        if self.launch is not None and self.launch.cwd:
+            kwargs["cwd"] = self.launch.cwd  # relative arguments (config, --logdir) resolve as before
         if self.target.user and os.name == "posix" and os.geteuid() == 0:
             kwargs["user"] = self.target.user  # drop privileges like the packaged service
         try:
@@ -165,12 +215,16 @@ class ProcessManager:
             else:
                 log = open(os.devnull, "wb")
             with log:
+                # The tool's own secrets (the REST password's variable) never reach Orthanc.
                 child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         close_fds=True, **kwargs)
+                                         close_fds=True,
+                                         env=child_env(getattr(self.runner, "hidden_env", ())),
+                                         **kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise ServiceError(f"cannot start {argv[0]}: {exc}",
-                               hint="check the binary path, the log file's folder and the user") from exc
+                               hint="check the binary path, the log file's folder, the user and the "
+                               f"working folder ({kwargs.get('cwd', os.getcwd())})") from exc
         self._child = child
         return child
 
@@ -185,11 +239,16 @@ def _exists(pid: int) -> bool:
     return True
 
 
-def _signal(pid: int, sig: int) -> None:
+def _signal(recorded: Recorded, sig: int) -> None:
+    """Signal the recorded process, never a later owner of its PID."""
     try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
+        proc = psutil.Process(recorded.pid)
+        if recorded.started_at is not None and \
+                abs(proc.create_time() - recorded.started_at) > lifetime.SAME_START:
+            return  # it exited and the PID was reused
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
         pass
-    except PermissionError as exc:
-        raise ServiceError(f"not allowed to signal PID {pid}",
+    except psutil.AccessDenied as exc:
+        raise ServiceError(f"not allowed to signal PID {recorded.pid}",
                            hint="run as root or as the user that owns Orthanc") from exc

@@ -1,15 +1,19 @@
 """Find the service's processes, and prove that a stopped service really stopped.
 
 A manager's word is not enough: a unit can be "inactive" while a process it
-lost track of still holds the index. The proof is two facts read from the
-system: no live process of the target's binary names the target's config, and
-no process holds the SQLite index (a running Orthanc holds it with
+lost track of still holds the index. The proof rests on the processes recorded
+before the stop (PID and start time): each must have exited, as the kernel says
+(`lifetime`). A scan of the process table alone never proves a stop (an exiting
+Orthanc drops its command line before it has exited); it and the index lock
+only confirm: no live process of the target's binary names the target's
+config, and no process holds the SQLite index (a running Orthanc holds it with
 LOCKING_MODE=EXCLUSIVE: `index_is_locked`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +22,9 @@ import psutil
 from orchestrator.errors import ServiceError
 from orchestrator.host.clock import Clock
 from orchestrator.orthanc.index import index_is_locked
+from orchestrator.services import lifetime
 from orchestrator.services.base import ServiceTarget, wait_for
+from orchestrator.services.lifetime import Recorded
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,11 @@ class OrthancProcess:
     cmdline: tuple[str, ...]
     config: str | None  # the config argument (last positional), resolved against its cwd
     arguments: tuple[str, ...] = ()  # every positional argument, resolved
+    started_at: float | None = None  # psutil create_time: with the PID, names this process
+
+    @property
+    def recorded(self) -> Recorded:
+        return Recorded(self.pid, self.started_at)
 
     def runs(self, config: Path | str) -> bool:
         return _norm(str(config)) in self.arguments
@@ -93,6 +104,13 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _create_time(proc: psutil.Process) -> float | None:
+    try:
+        return proc.create_time()
+    except psutil.Error:
+        return None
+
+
 def orthanc_processes(binary: Path) -> list[tuple[psutil.Process, OrthancProcess]]:
     """Every live process whose program is named like `binary` (any config)."""
     wanted = _binary_names(binary)
@@ -106,7 +124,7 @@ def orthanc_processes(binary: Path) -> list[tuple[psutil.Process, OrthancProcess
             continue
         paths = _positional_paths(proc, cmdline)
         found.append((proc, OrthancProcess(proc.pid, tuple(cmdline), paths[-1] if paths else None,
-                                           tuple(paths))))
+                                           tuple(paths), _create_time(proc))))
     return found
 
 
@@ -148,13 +166,16 @@ class StopProof:
 
     processes: tuple[OrthancProcess, ...]
     index_locked: bool | None  # None: no index to check
+    pending: tuple[Recorded, ...] = ()  # recorded before the stop and not exited yet
 
     @property
     def stopped(self) -> bool:
-        return not self.processes and not self.index_locked
+        return not self.pending and not self.processes and not self.index_locked
 
     def detail(self) -> str:
         parts = []
+        if self.pending:
+            parts.append("not exited: " + ", ".join(r.describe() for r in self.pending))
         if self.processes:
             parts.append("still alive: " + ", ".join(p.describe() for p in self.processes))
         else:
@@ -168,25 +189,44 @@ class StopProof:
         return "; ".join(parts)
 
 
-def observe_stop(target: ServiceTarget) -> StopProof:
-    """Check once: the target's processes and the index lock."""
+def recorded_processes(target: ServiceTarget) -> tuple[Recorded, ...]:
+    """Record the target's live processes (PID and start time) before a stop."""
+    return tuple(p.recorded for p in service_processes(target))
+
+
+def wait_all_gone(recorded: tuple[Recorded, ...] | list[Recorded], timeout: float) -> list[Recorded]:
+    """Wait until every recorded process has exited; return those still running at `timeout`.
+
+    Each wait wakes when its process exits (a kernel wait where pidfds exist, not a
+    poll), so it runs in real time, not through the Clock.
+    """
+    deadline = time.monotonic() + max(timeout, 0.0)
+    return [r for r in recorded
+            if not lifetime.wait_gone(r.pid, r.started_at, max(deadline - time.monotonic(), 0.0))]
+
+
+def observe_stop(target: ServiceTarget, recorded: tuple[Recorded, ...] = ()) -> StopProof:
+    """Check once: the recorded processes' exit, then the target's processes and the index lock."""
+    pending = tuple(r for r in recorded if not lifetime.is_gone(r.pid, r.started_at))
     locked = None
     if target.index_dir is not None:
         locked = index_is_locked(target.index_dir)
-    return StopProof(tuple(service_processes(target)), locked)
+    return StopProof(tuple(service_processes(target)), locked, pending)
 
 
-def prove_stopped(target: ServiceTarget, clock: Clock, *, manager: str, grace: float = 5.0) -> StopProof:
+def prove_stopped(target: ServiceTarget, clock: Clock, *, manager: str, grace: float = 5.0,
+                  recorded: tuple[Recorded, ...] = ()) -> StopProof:
     """Return the proof once the target is really stopped; raise ServiceError after `grace`.
 
-    The grace covers a process that is exiting (releasing the index) at the
-    moment the manager reports it gone; a process that lingers past it is an
-    error, not a success.
+    `recorded` are the processes seen before the stop: each must have exited (the
+    kernel's word, not a scan). The scan and the index lock confirm. The grace covers
+    a process that is exiting (releasing the index) at the moment the manager reports
+    it gone; a process that lingers past it is an error, not a success.
     """
     last: list[StopProof] = []
 
     def probe() -> StopProof | None:
-        proof = observe_stop(target)
+        proof = observe_stop(target, recorded)
         last.append(proof)
         return proof if proof.stopped else None
 
@@ -194,8 +234,9 @@ def prove_stopped(target: ServiceTarget, clock: Clock, *, manager: str, grace: f
     if proof is not None:
         return proof
     seen = last[-1]
+    pids = [p.pid for p in seen.processes] + [r.pid for r in seen.pending]
     raise ServiceError(
         f"{manager} reports {target.name} stopped, but it is not: {seen.detail()}",
-        hint=f"find and stop the process yourself (e.g. kill {seen.processes[0].pid}), then retry"
-        if seen.processes else "another process holds the index: find it with `fuser` or `lsof` "
+        hint=f"find and stop the process yourself (e.g. kill {pids[0]}), then retry"
+        if pids else "another process holds the index: find it with `fuser` or `lsof` "
         f"on {target.index_dir}")

@@ -153,6 +153,11 @@ class SystemdManager:
         started = self.clock.now()
         unit = self.unit_state()
         self._require_unit(unit)
+        # Recorded before the stop (PID and start time), as this host's process table shows
+        # them: the MainPID when it is visible here as the target's process, and every other
+        # process of the target (a sandbox's MainPID is a namespace PID, invisible here).
+        recorded = proof.recorded_processes(self.target)
+        main = next((r for r in recorded if r.pid == unit.main_pid), None)
         # ActiveState, not the mapped State: a unit in activating/auto-restart looks dead but
         # has a restart pending, which only `systemctl stop` cancels.
         ran = unit.active not in ("inactive", "failed") or bool(unit.main_pid)
@@ -180,8 +185,11 @@ class SystemdManager:
         if ran and final.result == "timeout":
             self.notes.append(f"{self.unit} ignored SIGTERM: systemd killed it after its "
                               "TimeoutStopSec (Result=timeout)")
+        if main is not None:
+            # systemd has normally reaped it already; if not, this wakes when it exits.
+            proof.wait_all_gone([main], max(timeout - (self.clock.now() - started), 0.0))
         proof.prove_stopped(self.target, self.clock, manager=f"systemd ({self.unit})",
-                            grace=self.proof_grace)
+                            grace=self.proof_grace, recorded=recorded)
 
     def _stopped_state(self) -> UnitState | None:
         unit = self.unit_state()

@@ -187,6 +187,7 @@ class SysvManager:
     def stop(self, *, timeout: float) -> None:
         started = self.clock.now()
         _, procs = self._live()
+        recorded = tuple(p.recorded for p in procs)  # PID and start time, before the stop
         if procs:
             self.check_policy("stop")
             self._refuse_collateral()
@@ -197,15 +198,16 @@ class SysvManager:
                                    hint=f"see {self.target.log_file or 'the Orthanc log'}",
                                    completed=exc.completed) from exc
             left = timeout - (self.clock.now() - started)
-            gone = wait_for(self.clock, left,
-                            lambda: True if not proof.service_processes(self.target) else None)
-            if gone is None:
-                alive = proof.service_processes(self.target)
+            # Each wait wakes when its process exits (not a scan: an exiting Orthanc drops
+            # its command line before it has exited).
+            alive = proof.wait_all_gone(recorded, max(left, 0.0))
+            if alive:
                 raise ServiceError(
                     f"{self.script} stop returned, but {self.target.name} is still running "
-                    f"{timeout:.0f}s later: " + ", ".join(p.describe() for p in alive),
-                    hint=f"kill {alive[0].pid if alive else '<pid>'} yourself, then retry")
-        proof.prove_stopped(self.target, self.clock, manager=f"{self.script}", grace=self.proof_grace)
+                    f"{timeout:.0f}s later: " + ", ".join(r.describe() for r in alive),
+                    hint=f"kill {alive[0].pid} yourself, then retry")
+        proof.prove_stopped(self.target, self.clock, manager=f"{self.script}", grace=self.proof_grace,
+                            recorded=recorded)
 
     def start(self, *, timeout: float) -> None:
         started = self.clock.now()

@@ -109,6 +109,7 @@ class WindowsScManager:
     def stop(self, *, timeout: float) -> None:
         started = self.clock.now()
         q = self.query()
+        recorded = proof.recorded_processes(self.target)  # PID and start time, before the stop
         if q.state != ScState.STOPPED:
             self._send_stop()
             asked = [self.clock.now()]
@@ -128,7 +129,7 @@ class WindowsScManager:
                     hint=f"see `{SC} queryex {self.target.name}`; end the process with "
                     f"`taskkill /PID {last.pid or '<pid>'} /F` if it hangs")
         proof.prove_stopped(self.target, self.clock, manager="the Windows service manager",
-                            grace=self.proof_grace)
+                            grace=self.proof_grace, recorded=recorded)
 
     def _send_stop(self) -> None:
         done = self._sc("stop")

@@ -14,9 +14,11 @@ import pytest
 
 from orchestrator.replication.outcome import Outcome
 from orchestrator.replication.pool import RetryPolicy
-from orchestrator.replication.replicate import Options, Replication
+from orchestrator.replication.options import Options, PresenceMode
+from orchestrator.replication.replicate import Replication
 from orchestrator.replication.state import StateStore
 from orchestrator.replication.transport import Endpoint
+from orchestrator.replication.writes import Writes
 from tests.harness.dicom import make_dataset, make_instance
 from tests.harness.replication import child_env, md5s, parse_json, run_cli
 
@@ -97,8 +99,10 @@ def lying_source():
 
 def test_lying_source_gets_clear_errors_per_instance(lying_source, orthanc_factory, tmp_path):
     target = orthanc_factory()
+    # One worker: OTHER_ID's lie stores GOOD's bytes, so GOOD must go first to count as
+    # copied (with several workers the two race, and GOOD may be "already present").
     result = run_cli("replicate", lying_source, target.url, "--state-dir", str(tmp_path),
-                     "--json", "--check-target", "always", "--retries", "1")
+                     "--json", "--check-target", "always", "--retries", "1", "--workers", "1")
     assert result.returncode == 1, result.stderr
     data = parse_json(result.stdout)
     assert data["counts"]["copied"] == 1
@@ -129,12 +133,12 @@ def test_target_dying_mid_run_stops_it_and_a_rerun_finishes(orthanc_factory, tmp
     src, tgt = Endpoint(source.url), Endpoint(target.url)
     store = StateStore(tmp_path, "replicate", src.base_url, tgt.base_url)
     quick = Options(workers=2, policy=RetryPolicy(attempts=3, base_delay=0.1))
-    summary = Replication(src, tgt, store, quick, progress).run()
+    summary = Replication(src, tgt, store, quick, Writes(), progress).run()
     assert summary.exit_code == 1 and "cannot connect" in summary.aborted
     assert summary.count(Outcome.FAILED) == 0  # the casualties of the stop are redone, not failed
     target.start()
     src, tgt = Endpoint(source.url), Endpoint(target.url)
-    rerun = Replication(src, tgt, store, Options(verify=True)).run()
+    rerun = Replication(src, tgt, store, Options(verify=True), Writes()).run()
     assert rerun.ok and rerun.resumed_from
     assert md5s(target) == md5s(source)
 
@@ -146,3 +150,39 @@ def test_storage_import_into_a_dead_target_is_refused(tmp_path, orthanc_factory)
     result = run_cli("import-storage", str(tmp_path / "st"), target.url, "--state-dir",
                      str(tmp_path / "state"), env=child_env())
     assert result.returncode == 1 and "target" in result.stderr and "cannot connect" in result.stderr
+
+
+class HalfSource(LyingSource):
+    """Announces GOOD's full length on /file, sends half of it, and hangs up."""
+
+    def do_GET(self):  # noqa: N802
+        if self.path == f"/instances/{GOOD_ID}/file":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom")
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            self.wfile.write(GOOD[:len(GOOD) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+def test_a_source_that_breaks_off_mid_file_leaves_nothing_on_the_target(orthanc_factory,
+                                                                        tmp_path):
+    """The relay cuts the target's POST short: Orthanc stores no half instance."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), HalfSource)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        target = orthanc_factory()
+        src = Endpoint(f"http://127.0.0.1:{httpd.server_address[1]}")
+        tgt = Endpoint(target.url)
+        store = StateStore(tmp_path, "replicate", src.base_url, tgt.base_url)
+        quick = Options(workers=1, presence=PresenceMode.NEVER,
+                        policy=RetryPolicy(attempts=2, base_delay=0.01))
+        summary = Replication(src, tgt, store, quick, Writes()).run()
+        assert summary.aborted and "bytes short" in summary.aborted
+        assert target.statistics()["CountInstances"] == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -19,9 +19,6 @@ def _environ(proc) -> dict:
     return dict(kv.split(b"=", 1) for kv in raw.split(b"\0") if b"=" in kv)
 
 
-@pytest.mark.xfail(strict=True, reason="services/process.py:168 and the wiring still hand the "
-                                       "tool's whole environment to Orthanc (see the report: "
-                                       "runner.child_env, RealRunner(hidden_env=...))")
 def test_the_started_orthanc_never_sees_the_password_variable(world_factory):
     w = world_factory(auth=("admin", PASSWORD)).start()
     plan = w.plan("  - preflight\n  - stop-service: {timeout: 60}\n"

@@ -168,3 +168,61 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
                 s.close()
             except OSError:
                 pass
+
+
+class ReadOnlyGate:
+    """An HTTP front for a real Orthanc that forwards reads and refuses every write.
+
+    GETs are relayed to the Orthanc on `backend_port`; any other method is
+    recorded in `writes` and answered 500 (a target that would fail any POST).
+    """
+
+    def __init__(self, backend_port: int):
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        gate = self
+        self.writes: list[tuple[str, str]] = []
+        self.reads = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802
+                gate.reads += 1
+                conn = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=30)
+                auth = self.headers.get("Authorization")
+                conn.request("GET", self.path, headers={"Authorization": auth} if auth else {})
+                resp = conn.getresponse()
+                body = resp.read()
+                conn.close()
+                self._answer(resp.status, body, resp.getheader("Content-Type", "text/plain"))
+
+            def _refuse(self):
+                gate.writes.append((self.command, self.path))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                self._answer(500, b'{"Message": "this gate refuses every write"}',
+                             "application/json")
+
+            do_POST = do_PUT = do_DELETE = _refuse  # noqa: N815
+
+            def _answer(self, status, body, content_type):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

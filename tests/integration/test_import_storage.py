@@ -154,3 +154,37 @@ def test_killed_import_resumes_from_its_cursor(tmp_path, orthanc_factory):
     assert md5s(target) == sums and count(target) == 300
     checked = parse_json(imp(source.storage, target, state, "--verify").stdout)
     assert checked["verify"]["ok"] and checked["verify"]["equal"] == 300  # all, not resumed
+
+
+def _damage_one(folder, compression):
+    """Flip a byte in the middle of one full-DICOM attachment; return its instance ID."""
+    from orchestrator.orthanc import storage
+
+    with storage.open_index(folder / "index") as con:
+        att = next(a for a in storage.attachments(con)
+                   if a.file_type == storage.FileType.DICOM and a.compression == compression)
+    path = storage.attachment_path(folder, att.uuid)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return att.instance_id
+
+
+@pytest.mark.parametrize("kind", ["plain", "compressed"])
+def test_a_file_damaged_on_disk_is_reported_and_never_stored(kind, request, orthanc_factory,
+                                                             tmp_path):
+    """Streamed bodies: plain files are checked against the index's MD5 before sendfile;
+    compressed ones by zlib's checksum before their last byte is sent (the POST is cut)."""
+    source, sums = request.getfixturevalue(kind)
+    folder = tmp_path / "copy"
+    shutil.copytree(source.storage, folder)
+    damaged = _damage_one(folder, 1 if kind == "plain" else 2)
+    target = orthanc_factory()
+    result = imp(folder, target, tmp_path / "state")
+    assert result.returncode == 1
+    data = parse_json(result.stdout)
+    assert data["counts"]["copied"] == COUNT - 1 and count(target) == COUNT - 1
+    [failure] = data["failures"]
+    assert ("damaged on disk" if kind == "plain" else "bad zlib stream") in failure["reason"]
+    assert damaged not in md5s(target)
+    assert {k: v for k, v in sums.items() if k != damaged} == md5s(target)

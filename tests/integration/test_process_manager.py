@@ -16,7 +16,7 @@ from orchestrator.host.clock import RealClock
 from orchestrator.host.runner import RealRunner
 from orchestrator.orthanc.index import index_is_locked
 from orchestrator.services.base import ServiceTarget, State
-from orchestrator.services.process import ProcessManager
+from orchestrator.services.process import Launch, ProcessManager
 from orchestrator.services.sysv import read_pidfile
 from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, wait_http
 
@@ -161,3 +161,55 @@ def test_start_that_dies_at_once_raises_with_the_log(tmp_path, manager_factory):
     assert "exited with 255 right after start" in err.value.message
     assert "JSON" in err.value.message
     assert mgr.status().state == State.STOPPED
+
+
+def test_restart_keeps_the_original_arguments_and_working_folder(tmp_path, manager_factory):
+    """Started by hand from its install folder with --logdir and a relative config folder
+    (how Windows' service runs it): stopped and started again, it runs the same way."""
+    install = tmp_path / "install"
+    (install / "Configuration").mkdir(parents=True)
+    (install / "Logs").mkdir()
+    (tmp_path / "storage").mkdir()
+    port = free_port()
+    (install / "Configuration" / "orthanc.json").write_text(json.dumps(base_config(tmp_path, port)))
+    argv = [ORTHANC_BINARY, "--logdir=Logs", "Configuration"]
+    by_hand = subprocess.Popen(argv, cwd=install, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    target = ServiceTarget(name="orthanc-test", binary=Path(ORTHANC_BINARY),
+                           config=install / "Configuration", index_dir=tmp_path / "storage",
+                           log_file=tmp_path / "spawned.log")
+    try:
+        wait_http(port)
+        mgr = manager_factory(target)
+        assert mgr.start_commands() == [argv]  # the dry-run text already shows what start will run
+        mgr.stop(timeout=60)
+        assert by_hand.wait(10) == 0
+        assert mgr.launch == Launch(tuple(argv), str(install))
+        logs_before = set((install / "Logs").iterdir())
+
+        mgr.start(timeout=60)
+        assert wait_http(port)["DatabaseVersion"] == 6
+        proc = psutil.Process(mgr.status().main_pid)
+        assert proc.cmdline() == argv and proc.cwd() == str(install)
+        assert set((install / "Logs").iterdir()) > logs_before  # --logdir=Logs, relative to its cwd
+        mgr.stop(timeout=60)
+        assert mgr.status().state == State.STOPPED
+    finally:
+        if by_hand.poll() is None:
+            by_hand.kill()
+            by_hand.wait(10)
+
+
+def test_a_later_manager_reuses_a_launch_it_is_given(tmp_path, manager_factory):
+    """What a run recorded (e.g. in its journal) lets a rollback in a new process start it the same way."""
+    target, port = _target(tmp_path)
+    (tmp_path / "Logs").mkdir()
+    launch = Launch((ORTHANC_BINARY, "--logdir=Logs", str(target.config)), str(tmp_path))
+    assert Launch.from_dict(launch.to_dict()) == launch
+    mgr = manager_factory(target, launch=launch)
+    assert mgr.start_commands() == [list(launch.argv)]
+    mgr.start(timeout=60)
+    wait_http(port)
+    assert psutil.Process(mgr.status().main_pid).cmdline() == list(launch.argv)
+    assert any((tmp_path / "Logs").iterdir())
+    mgr.stop(timeout=60)

@@ -14,9 +14,12 @@ import pytest
 
 from orchestrator.orthanc.credentials import Credentials
 from orchestrator.replication.outcome import Outcome
-from orchestrator.replication.replicate import Options, Replication
+from orchestrator.replication.options import Options
+from orchestrator.replication.replicate import Replication
 from orchestrator.replication.state import StateStore
 from orchestrator.replication.transport import Endpoint
+from orchestrator.replication.writes import Writes
+from orchestrator.report.transfer import document
 from tests.harness.dicom import make_dataset
 from tests.harness.orthanc import OrthancServer
 from tests.harness.replication import (child_env, cli_argv, cmdlines_of, count, md5s, parse_json, run_cli,
@@ -131,9 +134,9 @@ def test_target_restart_mid_run_is_ridden_over_by_retries(source, source_md5s, t
     src = Endpoint(source.url, Credentials("alice", SRC_PW))
     tgt = Endpoint(target.url, Credentials("bob", TGT_PW))
     store = StateStore(tmp_path, "replicate", src.base_url, tgt.base_url)
-    summary = Replication(src, tgt, store, Options(workers=4, verify=True), progress).run()
+    summary = Replication(src, tgt, store, Options(workers=4, verify=True), Writes(), progress).run()
     assert restarted.is_set()
-    assert summary.ok, summary.to_dict()
+    assert summary.ok, document(summary)
     assert summary.count(Outcome.COPIED) + summary.count(Outcome.PRESENT) == COUNT
     assert md5s(target) == source_md5s
 

@@ -10,8 +10,10 @@ import os
 import pytest
 
 from orchestrator.errors import ExitCode, OrthancHttpError
+from orchestrator.host.clock import FakeClock
 from orchestrator.progress import Progress, format_duration, render
 from orchestrator.replication import listing
+from orchestrator.replication.options import PresenceMode
 from orchestrator.replication.outcome import Outcome, Result, Summary
 from orchestrator.replication.pool import (Checkpoint, RetryPolicy, TransferPool, Unreachable,
                                            Work, with_retries)
@@ -19,7 +21,7 @@ from orchestrator.replication.state import MAX_FAILURES, StateStore, Watermark
 from orchestrator.replication.target import PRESENCE_PATIENCE, Presence, store
 from orchestrator.replication.transport import Answer
 from orchestrator.replication.verify import compare
-from orchestrator.report.transfer import render_text
+from orchestrator.report.transfer import document, render_text
 
 FAST = RetryPolicy(attempts=3, base_delay=0.0)
 ID1 = "a6b3ca9c-d284f182-b64311a4-8848dfa5-2a09d0c3"
@@ -60,8 +62,23 @@ DOWN = OrthancHttpError("GET http://fake:8042/x: cannot connect", transient=True
 
 # -- retries -----------------------------------------------------------------------------
 
+class RecordingClock(FakeClock):
+    def __init__(self):
+        super().__init__()
+        self.sleeps = []
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        super().sleep(seconds)
+
+
+class NoSleep(FakeClock):
+    def sleep(self, seconds):
+        raise AssertionError("slept")
+
+
 def test_retries_ride_over_connection_errors_and_5xx():
-    sleeps = []
+    clock = RecordingClock()
     calls = iter([DOWN, Answer(503, b""), Answer(200, b"ok")])
 
     def call():
@@ -69,15 +86,16 @@ def test_retries_ride_over_connection_errors_and_5xx():
         if isinstance(item, Exception):
             raise item
         return item
-    assert with_retries(call, FAST, sleeps.append).data == b"ok"
-    assert sleeps == [0.0, 0.0]
+    slow = RetryPolicy(attempts=3, base_delay=0.5)
+    assert with_retries(call, slow, clock).data == b"ok"
+    assert clock.sleeps == [0.5, 1.0] and clock.now() == 1001.5  # the Clock port, not time.*
 
 
 def test_retries_give_up_with_the_last_answer_or_unreachable():
-    assert with_retries(lambda: Answer(500, b"x"), FAST, lambda s: None).status == 500
+    assert with_retries(lambda: Answer(500, b"x"), FAST, FakeClock()).status == 500
     with pytest.raises(Unreachable):
-        with_retries(lambda: (_ for _ in ()).throw(DOWN), FAST, lambda s: None)
-    assert with_retries(lambda: Answer(404, b""), FAST, lambda s: 1 / 0).status == 404  # no retry
+        with_retries(lambda: (_ for _ in ()).throw(DOWN), FAST, FakeClock())
+    assert with_retries(lambda: Answer(404, b""), FAST, NoSleep()).status == 404  # no retry
 
 
 def test_backoff_doubles_up_to_a_ceiling():
@@ -182,15 +200,32 @@ def test_store_interprets_every_answer(answer, outcome, reason):
     assert stored.outcome is outcome and reason in stored.reason
 
 
+@pytest.mark.parametrize("status, transient", [(500, True), (503, True), (429, True),
+                                                (408, True), (400, False), (401, False),
+                                                (404, False), (None, False)])
+def test_a_failure_carries_its_http_status_and_transience_is_read_from_it(status, transient):
+    result = Result(Outcome.FAILED, ID1, "any wording at all", status=status)
+    assert result.status == status and result.transient is transient
+    assert not Result(Outcome.COPIED, ID1, status=500).transient
+
+
+def test_a_refused_store_keeps_the_status():
+    answer = js({"Message": "Internal error"}, 503)
+    stored = store(FakeEndpoint({("POST", "/instances"): answer}), b"DICM", ID1,
+                   RetryPolicy(attempts=1))
+    assert stored.outcome is Outcome.FAILED and stored.status == 503
+
+
 def test_presence_auto_stops_asking_an_empty_target_and_resumes_on_a_hit():
-    presence = Presence("auto")
+    presence = Presence(PresenceMode.AUTO)
     for _ in range(PRESENCE_PATIENCE):
         assert presence.should_ask()
         presence.record(False)
     assert not presence.should_ask()
     presence.record(True)
     assert presence.should_ask()
-    assert Presence("always").should_ask() and not Presence("never").should_ask()
+    assert Presence(PresenceMode.ALWAYS).should_ask()
+    assert not Presence(PresenceMode.NEVER).should_ask()
 
 
 # -- pool ------------------------------------------------------------------------------------
@@ -212,7 +247,7 @@ def test_pool_stops_on_unreachable_and_keeps_the_cursor_before_it():
 def test_pool_breaker_stops_a_streak_of_transient_failures():
     pool = TransferPool(1, on_result=lambda r: None, save=lambda w: None, breaker=3)
     reason = pool.run((Work(n, n) for n in range(1, 100)),
-                      lambda n: Result(Outcome.FAILED, str(n), "HTTP 500", transient=True),
+                      lambda n: Result(Outcome.FAILED, str(n), "oops", status=500),
                       Watermark(0))
     assert reason.startswith("stopped after 3 instances in a row failed")
 
@@ -225,7 +260,7 @@ def test_summary_exit_code_and_json():
     s.add(Result(Outcome.SKIPPED, "x", "not DICOM"))
     assert s.exit_code is ExitCode.OK
     s.add(Result(Outcome.FAILED, ID2, "HTTP 500"))
-    data = s.to_dict()
+    data = document(s)
     assert data["exit_code"] == 1 and not data["ok"]
     assert data["counts"]["copied"] == 1 and data["skipped"] == {"not DICOM": 1}
     assert data["failures"] == [{"item": ID2, "reason": "HTTP 500"}]
@@ -274,3 +309,25 @@ def test_recycling_limits_are_read_from_the_target_config(tmp_path):
     config.write_text("{}")
     assert limit_warnings(config) == []
     assert "--target-config" in limit_warnings(None)[0]
+
+
+# -- the one dry-run seam --------------------------------------------------------------------
+
+def test_writes_act_or_only_count_and_a_dry_run_never_calls_the_action():
+    from orchestrator.replication.writes import Write, Writes
+
+    real, dry = Writes(), Writes(dry=True)
+    assert real.apply(Write.SEND, lambda: "sent", "would") == "sent"
+    assert dry.apply(Write.SEND, lambda: 1 / 0, "would") == "would"
+    assert dry.check(lambda: 1 / 0, None) is None
+    assert dict(dry.counts) == {Write.SEND: 1, Write.VERIFY: 1}
+    assert real.learns_from_sends() and not dry.learns_from_sends()
+
+
+def test_no_module_of_replication_decides_the_dry_run_itself():
+    from pathlib import Path
+
+    import orchestrator.replication as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        assert "dry_run" not in path.read_text(), path.name

@@ -226,3 +226,45 @@ def test_read_attachment_checks_size_and_compression(tmp_path):
         storage.read_attachment(tmp_path, storage.Attachment(1, "x", 1, uuid, 2, len(data) - 1, ""))
     with pytest.raises(StorageFormatError, match="unknown compressionType"):
         storage.read_attachment(tmp_path, storage.Attachment(1, "x", 1, uuid, 7, len(data), ""))
+
+
+# -- streaming inflater ------------------------------------------------------------------------
+
+def _pieces(blob: bytes, max_size: int = 1 << 30, buffer: int = 4096, piece: int = 1000):
+    inflater = storage.Inflater(io.BytesIO(blob), max_size)
+    return inflater.size, list(inflater.chunks(memoryview(bytearray(buffer)), piece))
+
+
+def test_inflater_streams_bounded_pieces_equal_to_decompress():
+    data = os.urandom(30000) + b"\0" * 50000
+    size, pieces = _pieces(zws(data))
+    assert size == len(data) and b"".join(pieces) == data == storage.decompress(zws(data))
+    assert max(len(p) for p in pieces) <= 1000
+
+
+@pytest.mark.parametrize("blob, message", [
+    (zws(b"\0" * 100000, declared=2000), "beyond its declared"),
+    (zws(b"abc" * 1000, declared=5000), "not the declared"),
+    (zws(b"abc" * 1000)[:-6], "not the declared"),
+    (struct.pack("<Q", 10) + b"not zlib at all", "bad zlib stream"),
+])
+def test_inflater_refuses_liars_and_damage(blob, message):
+    with pytest.raises(StorageFormatError, match=message):
+        _pieces(blob)
+
+
+def test_inflater_checks_the_declared_size_before_inflating():
+    with pytest.raises(StorageFormatError, match="more than the limit"):
+        storage.Inflater(io.BytesIO(zws(b"\0" * 100, declared=1 << 40)), max_size=1 << 20)
+
+
+def test_inflater_holds_the_last_piece_until_the_checksum_passed():
+    data = os.urandom(20000)
+    blob = bytearray(zws(data, declared=len(data)))
+    blob[-2] ^= 0xFF  # the Adler-32 trailer: every byte inflates, the check fails at the end
+    inflater = storage.Inflater(io.BytesIO(bytes(blob)))
+    got = []
+    with pytest.raises(StorageFormatError, match="bad zlib stream"):
+        for piece in inflater.chunks(memoryview(bytearray(4096)), 1000):
+            got.append(piece)
+    assert 0 < sum(map(len, got)) < len(data)  # the last piece never came out

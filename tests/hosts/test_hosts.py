@@ -1,0 +1,93 @@
+"""Real Debian hosts boot offline with systemd as PID 1 and the stock orthanc.service, and the
+shipped playbook runs inside one against that service."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.debian_host import VERSIONS, HostError
+from tests.hosts.conftest import CHECKOUT
+
+PLAYBOOK = CHECKOUT / "playbooks" / "debian-systemd.yaml"
+
+
+@pytest.mark.parametrize("image, version", [("bookworm_image", "1.10.1"),
+                                            ("trixie_image", "1.12.7")])
+def test_a_host_boots_with_its_orthanc_service_answering(request, host_factory, image, version):
+    host = host_factory(request.getfixturevalue(image), name=image.split("_")[0])
+    assert host.run("cat /proc/1/comm").stdout.strip() == "systemd"
+    assert host.run("systemctl is-active orthanc").stdout.strip() == "active"
+    assert host.wait_http()["Version"] == version
+    release = "bookworm" if version == "1.10.1" else "trixie"
+    assert host.dpkg_version() == ("ii", VERSIONS[release])
+    # Offline: only loopback, yet the next release's packages sit in the apt cache.
+    assert host.run("ls /sys/class/net").stdout.split() == ["lo"]
+    cached = host.run("ls /var/cache/apt/archives").stdout
+    assert f"orthanc_{VERSIONS['sid'].replace(':', '%3a')}_amd64.deb" in cached
+    assert f"orthanc_{VERSIONS[release]}_amd64.deb" in cached  # the installed one too
+    # The host's own /tmp is not the container's.
+    marker = Path("/tmp") / f"host-marker-{time.time_ns()}"
+    marker.write_text("x")
+    try:
+        assert host.run(f"test -e {marker}", check=False).returncode == 1
+    finally:
+        marker.unlink()
+
+
+def test_the_shipped_playbook_plans_and_runs_against_the_real_service(bookworm_host):
+    host = bookworm_host
+    for i in range(3):
+        host.http("/tools/create-dicom", method="POST",
+                  data=json.dumps({"Tags": {"PatientID": f"P{i}", "PatientName": f"N{i}"}}))
+    before = json.loads(host.http("/statistics"))
+    shutil.copy(PLAYBOOK, host.path("/root/orthanc.yaml"))
+    config = host.path("/etc/orthanc/orthanc.json").read_bytes()
+    tool = "/opt/orchestrator/bin/orchestrator"
+
+    plan = host.exec(["env", "ORTHANC_PASSWORD=orthanc", tool, "plan", "/root/orthanc.yaml"],
+                     check=False, timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "relocate" in plan.stdout
+    assert host.path("/etc/orthanc/orthanc.json").read_bytes() == config  # plan changed nothing
+    assert host.run("systemctl is-active orthanc").stdout.strip() == "active"
+
+    run = host.exec(["env", "ORTHANC_PASSWORD=orthanc", tool, "run", "/root/orthanc.yaml"],
+                    check=False, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert host.run("systemctl is-active orthanc").stdout.strip() == "active"
+    assert json.loads(host.http("/statistics"))["CountInstances"] == before["CountInstances"]
+    assert "db-v6-next" in host.path("/etc/orthanc/orthanc.json").read_text()
+    assert host.path("/var/lib/orthanc/db-v6-next/index").exists()
+
+
+def test_a_host_with_sysvinit_as_init(sysvinit_image, host_factory):
+    """The SysV path: Debian 12 booted with sysvinit-core instead of systemd-sysv."""
+    host = host_factory(sysvinit_image, name="sysv", wait=False)  # no is-system-running here
+    assert host.run("cat /proc/1/comm").stdout.strip() == "init"
+    deadline = time.monotonic() + 60
+    while host.run("/etc/init.d/orthanc status", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise HostError("orthanc did not start under sysvinit: " + host.console())
+        time.sleep(0.2)
+    assert host.wait_http()["Version"] == "1.10.1"
+    host.run("/etc/init.d/orthanc stop")
+    assert host.run("/etc/init.d/orthanc status", check=False).returncode != 0
+    host.run("/etc/init.d/orthanc start")
+    assert host.wait_http()["Version"] == "1.10.1"
+
+
+def test_a_failing_test_still_powers_off_unmounts_and_deletes_its_host(bookworm_image):
+    from tests.harness.debian_host import DebianHost
+    with pytest.raises(ZeroDivisionError):
+        with DebianHost(bookworm_image, name="doomed") as host:
+            nspawn, init = host.nspawn, host.pid
+            1 / 0
+    assert nspawn.poll() is not None
+    assert not Path(f"/proc/{init}").exists()
+    assert not os.path.ismount(host.root) and not host.dir.exists()
