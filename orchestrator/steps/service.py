@@ -25,11 +25,14 @@ from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
 from orchestrator.orthanc.index import index_is_locked
 from orchestrator.run_report import Downtime
+from orchestrator.services import lifetime
 from orchestrator.services.base import State
+from orchestrator.services.process import Launch, read_launch
 from orchestrator.steps.base import (RunContext, StepBase, StepFacts, StepIntent, StepOptions,
                                      done_after)
 from orchestrator.steps.healthy import instance_ids, wait_healthy
 from orchestrator.steps.kind import StepKind
+from orchestrator.steps.record import Json
 from orchestrator.steps.preflight import preflight_facts
 
 UNDO_HEALTH_TIMEOUT = 120.0
@@ -47,6 +50,7 @@ class StopIntent(StepIntent):
     main_pid: int | None = None
     pid_started: float | None = None
     manager: str
+    launch: dict[str, Json] | None = None  # the process manager's argv and cwd, for a restart
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,9 +112,12 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
 
     def intend(self, host: Host, ctx: RunContext) -> StopIntent:
         status = host.service.status()
+        launch = read_launch(status.main_pid) \
+            if host.service.kind == "process" and status.main_pid else None
         return StopIntent(was_running=status.running, main_pid=status.main_pid,
                           pid_started=host.processes.started_at(status.main_pid),
-                          manager=host.service.kind)
+                          manager=host.service.kind,
+                          launch=launch.to_dict() if launch is not None else None)
 
     def apply(self, host: Host, ctx: RunContext, intent: StopIntent) -> StopFacts:
         if not intent.was_running:
@@ -126,7 +133,7 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
         if status.running:
             raise StepError(f"the service still runs after the stop: {status.detail}",
                             hint="stop it by hand and retry")
-        if host.processes.alive(intent.main_pid, intent.pid_started):
+        if not lifetime.is_gone(intent.main_pid, intent.pid_started):
             raise StepError(f"PID {intent.main_pid} is still alive after the stop",
                             hint=f"kill {intent.main_pid} by hand and retry")
         config = ctx.config()
@@ -143,7 +150,7 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
         done = ""
         if status.state == State.STOPPING or (
                 status.running and intent.main_pid is not None and status.main_pid == intent.main_pid
-                and host.processes.alive(intent.main_pid, intent.pid_started)):
+                and not lifetime.is_gone(intent.main_pid, intent.pid_started)):
             # The old process may have had its SIGTERM already (a run killed mid-stop): it
             # answers now and exits in a moment. Finish that stop, then start afresh.
             host.service.stop(timeout=self.options.timeout)
@@ -151,6 +158,9 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
             status = host.service.status()
         if status.running:
             return f"already running again (PID {status.main_pid})"
+        manager = host.service.manager
+        if host.service.kind == "process" and getattr(manager, "launch", None) is None:
+            manager.launch = Launch.from_dict(intent.launch)  # after a crash: as it was launched
         host.service.start(timeout=self.options.timeout)
         before = preflight_facts(ctx)
         answer = wait_healthy(host, timeout=max(UNDO_HEALTH_TIMEOUT, self.options.timeout),

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.harness.dicom import make_dataset
 from tests.harness.world import REPO, World, sha256
@@ -71,7 +72,8 @@ class Site:
         self.index = sha256(w.db / "index")
         self.config = w.config.read_bytes()
         self.to = w.db.parent / "db-v7"
-        self.plan = w.plan(STEPS.format(to=json.dumps(str(self.to))))
+        self.plan = w.plan(STEPS.format(to=json.dumps(str(self.to))),
+                           service_extra="  stop_grace: 5\n")
         self.duration = self._time_a_run()
 
     def _time_a_run(self) -> float:
@@ -220,4 +222,37 @@ def test_sigterm_rolls_back_by_itself(site, fraction):
         return
     assert _journal_closed(site), point
     site.check_restored(point)
+    FIGURES["passed"] += 1
+
+
+def test_a_kill_mid_stop_is_finished_by_the_rollback(site):
+    """The issue's case: killed while the old Orthanc is still shutting down (a keep-alive
+    client holds it), `rollback` must not take "still running" for healthy."""
+    FIGURES["tried"] += 1
+    site.reset()
+    w = site.world
+    old_pid = w.processes()[0].pid
+    keep = requests.Session()
+    keep.get(f"{w.url}/system", timeout=10).raise_for_status()  # a keep-alive connection
+    try:
+        proc = site.spawn_run()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            lines = [ln for j in w.state.glob("*.journal") for ln in j.read_text().splitlines()]
+            if any('"event": "step-started"' in ln and '"step": "stop-service"' in ln
+                   for ln in lines):
+                break
+            time.sleep(0.005)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        alive = [p.pid for p in w.processes()]
+        rc, status, err = w.cli("status", str(site.plan))
+        assert rc == 5, (status, err)
+        rc, report, err = w.cli("rollback", str(site.plan))
+        assert rc == 0, (report, err)
+    finally:
+        keep.close()  # the old process, had it been left shutting down, would now exit
+    site.check_restored("SIGKILL mid-stop")
+    assert w.processes()[0].pid != old_pid or old_pid not in alive
     FIGURES["passed"] += 1
