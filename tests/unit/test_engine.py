@@ -363,3 +363,55 @@ def test_the_text_report_draws_a_timeline_with_the_downtime_window():
     assert bars["downtime"].index("▒") == bars["stop"].index("█")
     assert bars["downtime"].rstrip().endswith("▒") and bars["health"].rstrip().endswith("█")
     assert "timeline" in render_report(report)
+
+
+class ScriptedProof:
+    """The proof that ends a rollback, as data: `error` makes it fail."""
+
+    def __init__(self, log, error=None):
+        self.log, self.error = log, error
+
+    def prove(self, host, ctx):
+        self.log.append(("prove", None))
+        if self.error is not None:
+            raise self.error
+        return ["the service is back: PID 7 answers"]
+
+    def manual(self, ctx):
+        return ["start the service by hand"]
+
+
+def _proved(steps, proof, **kw):
+    host = FakeHost(Changes(dry=kw.pop("dry", False)))
+    ctx = RunContext(FakePlan(), "run-1", Path("/tmp/none"), {})
+    return Engine(steps, host, MemoryJournal(), ctx, mode="run", proof=proof, **kw)
+
+
+def test_a_rollback_ends_with_the_proof_after_every_undo():
+    log = []
+    report = _proved([Scripted("a", log), Scripted("b", log, fail="apply")],
+                     ScriptedProof(log)).execute()
+    assert report.exit_code == ExitCode.ROLLED_BACK
+    assert [p[0] for p in log if p[0] in ("undo", "prove")] == ["undo", "undo", "prove"]
+    assert "the service is back: PID 7 answers" in report.notes
+
+
+def test_without_the_proof_a_rollback_is_incomplete_exit_4_with_the_manual_steps():
+    for error in (StepError("the service is not running", hint="see its log"), KeyboardInterrupt()):
+        log = []
+        report = _proved([Scripted("a", log), Scripted("b", log, fail="apply")],
+                         ScriptedProof(log, error)).execute()
+        assert report.exit_code == ExitCode.ROLLBACK_INCOMPLETE
+        assert report.outcome == Outcome.ROLLBACK_INCOMPLETE
+        assert report.manual[0].startswith("the rollback could not prove the old service back")
+        assert "start the service by hand" in report.manual
+        assert "orchestrator rollback /plans/p.yaml" in report.manual[-1]
+
+
+def test_no_proof_when_nothing_was_changed_or_in_a_dry_run():
+    log = []
+    _proved([Scripted("a", log, change=False, fail="apply", error=RefusedError("no"))],
+            ScriptedProof(log)).execute()
+    _proved([Scripted("a", log), Scripted("b", log, fail="apply")], ScriptedProof(log),
+            dry=True).execute()
+    assert ("prove", None) not in log
