@@ -4,14 +4,14 @@ A rollback is only reported as done (exit 0 for `rollback`, 3 for a run that
 rolled itself back) once this proof holds; otherwise the engine reports it
 incomplete (exit 4) with `manual_steps`. The proof, after every undo ran:
 
-1. the service runs when it ran before the run: a *new* process (not the one the
-   stop was sent to, which may still have been shutting down) answers /system
-   with the old DatabaseVersion;
+1. the service runs when it ran before the run, and answers /system with the old
+   DatabaseVersion (the undo of the stop has told a process still shutting down from
+   one that was never stopped, and restarted the first);
 2. what the rolled-back version acknowledged is carried back (carry_back.py);
 3. nothing is gone: the counts did not shrink from preflight's and every instance
    listed before the stop is still listed (new stores are welcome);
 4. the store probe, when the plan's health check would probe;
-5. the service still runs, with the same main PID, at the end.
+5. the service still runs, with the same main PID, a moment later.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from orchestrator.steps.healthy import instance_ids, kept, probe_store, rest_cou
 from orchestrator.steps.kind import StepKind
 from orchestrator.steps.preflight import preflight_facts
 from orchestrator.steps.service import UNDO_HEALTH_TIMEOUT, StopIntent, instances_before
+
+SETTLE = 1.0  # seconds the answering process must still run at the end
 
 
 def prove_restored(host: Host, ctx: RunContext, *, timeout: float = UNDO_HEALTH_TIMEOUT) -> list[str]:
@@ -42,8 +44,7 @@ def prove_restored(host: Host, ctx: RunContext, *, timeout: float = UNDO_HEALTH_
         return [] if not status.running else [f"the service runs (PID {status.main_pid}); it "
                                               "did not before the run"]
     answer = wait_healthy(host, timeout=timeout,
-                          expect_db=before.running_database_version if before else None,
-                          old_pid=intent.main_pid if intent is not None else None)
+                          expect_db=before.running_database_version if before else None)
     notes = [f"the service is back: PID {answer.pid} answers with Orthanc {answer.version}, "
              f"DatabaseVersion {answer.database_version}"]
     for folder in left_behind(ctx):
@@ -60,6 +61,7 @@ def prove_restored(host: Host, ctx: RunContext, *, timeout: float = UNDO_HEALTH_
         else HealthOptions()
     if wants_probe(options, ctx):
         notes.append(probe_store(host))
+    host.clock.sleep(SETTLE)  # a process on its way out would show it now
     status = host.service.status()
     if not status.running or (answer.pid is not None and status.main_pid != answer.pid):
         raise StepError(f"the service stopped again after it answered (PID {answer.pid}; now "

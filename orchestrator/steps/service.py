@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.errors import StepError
+from orchestrator.errors import OrchestratorError, StepError
 from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
 from orchestrator.orthanc.index import index_is_locked
@@ -37,6 +37,7 @@ from orchestrator.steps.preflight import preflight_facts
 
 UNDO_HEALTH_TIMEOUT = 120.0
 IDS_FILE = "instances-before-stop.txt"
+SERVING_SETTLE = 2.0  # seconds between the two looks that tell serving from shutting down
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +101,24 @@ def _save_ids(host: Host, ctx: RunContext) -> str:
     return ""
 
 
+def _serving(host: Host, intent: StopIntent) -> bool:
+    """True when the old process still serves: /system answers on fresh connections, twice,
+    SERVING_SETTLE apart, and the process is the same. An Orthanc told to stop closes its
+    listener first (a keep-alive client may hold it for the whole stop grace), so a process
+    shutting down fails this, and one whose stop never happened passes it."""
+    for attempt in range(2):
+        if attempt:
+            host.clock.sleep(SERVING_SETTLE)
+        client = host.orthanc()
+        try:
+            client.system()
+        except OrchestratorError:
+            return False
+        finally:
+            client.close()
+    return not lifetime.is_gone(intent.main_pid, intent.pid_started)
+
+
 class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
     kind = StepKind.STOP_SERVICE
     Options = ServiceOptions
@@ -148,13 +167,17 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
             return "nothing to undo: it was not running"
         status = host.service.status()
         done = ""
-        if status.state == State.STOPPING or (
-                status.running and intent.main_pid is not None and status.main_pid == intent.main_pid
-                and not lifetime.is_gone(intent.main_pid, intent.pid_started)):
-            # The old process may have had its SIGTERM already (a run killed mid-stop): it
-            # answers now and exits in a moment. Finish that stop, then start afresh.
+        old_alive = status.running and intent.main_pid is not None and \
+            status.main_pid == intent.main_pid and \
+            not lifetime.is_gone(intent.main_pid, intent.pid_started)
+        if old_alive and _serving(host, intent):
+            return (f"still running: PID {intent.main_pid} was never stopped and answers "
+                    "/system steadily")
+        if status.state == State.STOPPING or old_alive:
+            # The old process had its SIGTERM (a run killed mid-stop): it looks alive but no
+            # longer serves, and exits in a moment. Finish that stop, then start afresh.
             host.service.stop(timeout=self.options.timeout)
-            done = "the old process was still there (perhaps shutting down): stopped it; "
+            done = "the old process was still shutting down: stopped it; "
             status = host.service.status()
         if status.running:
             return f"already running again (PID {status.main_pid})"
@@ -165,7 +188,7 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
         before = preflight_facts(ctx)
         answer = wait_healthy(host, timeout=max(UNDO_HEALTH_TIMEOUT, self.options.timeout),
                               expect_db=before.running_database_version if before else None,
-                              old_pid=intent.main_pid)
+                              old_pid=intent.main_pid if old_alive else None)
         return (f"{done}started again; PID {answer.pid} answers with DatabaseVersion "
                 f"{answer.database_version}")
 
