@@ -108,7 +108,7 @@ def run(plan: Plan, *, state_dir: Path | None = None, observe: Observer | None =
     runner, manager_options: for embedding and tests (a fake runner, a SysV `script`).
     """
     state = state_dir_for(plan, state_dir)
-    with _locked(plan, state, "run", notify) as notes:
+    with _locked(plan, state, "run", notify) as held:
         history = journal_for(state, plan.service.name).last_run()
         if history is not None and history.open:
             raise JournalOpenError(
@@ -119,8 +119,8 @@ def run(plan: Plan, *, state_dir: Path | None = None, observe: Observer | None =
         check_against_config(plan, load_config(plan.service.config))
         wired = open_run(plan, dry=False, state_dir=state, runner=runner,
                          manager_options=manager_options)
-        engine = _engine(wired, "run", observe)
-        engine.report.notes.extend(notes)
+        held.engine = engine = _engine(wired, "run", observe)
+        engine.report.notes.extend(held.notes)
         return engine.execute()
 
 
@@ -170,7 +170,7 @@ def status(plan: Plan | None = None, *, state_dir: Path | None = None) -> RunSta
 def _continue(plan: Plan, mode: str, state_dir: Path | None, observe: Observer | None,
               notify: Notify | None) -> RunReport | NothingToDo:
     state = state_dir_for(plan, state_dir)
-    with _locked(plan, state, mode, notify) as notes:
+    with _locked(plan, state, mode, notify) as held:
         history = journal_for(state, plan.service.name).last_run()
         if history is None or not history.open:
             what = "no run recorded" if history is None else \
@@ -181,8 +181,8 @@ def _continue(plan: Plan, mode: str, state_dir: Path | None, observe: Observer |
                          records=history.steps)
         if mode == "rollback" and history.specs:
             wired.steps = from_journal(history.specs)  # undo what ran, whatever the plan says now
-        engine = _engine(wired, mode, observe)
-        engine.report.notes.extend(notes)
+        held.engine = engine = _engine(wired, mode, observe)
+        engine.report.notes.extend(held.notes)
         return engine.rollback(history) if mode == "rollback" else engine.resume(history)
 
 
@@ -207,8 +207,16 @@ def _engine(wired: WiredRun, mode: str, observe: Observer | None) -> Engine:
     return engine
 
 
+@dataclass
+class _Held:
+    """What a locked use case shares with its signal handler: the notes, and its engine."""
+
+    notes: list[str]
+    engine: Engine | None = None
+
+
 @contextmanager
-def _locked(plan: Plan, state: Path, command: str, notify: Notify | None) -> Iterator[list[str]]:
+def _locked(plan: Plan, state: Path, command: str, notify: Notify | None) -> Iterator[_Held]:
     """Hold the service's run lock (yielding the notes to report) with signals interrupting."""
     lock = lock_for(state, plan.service.name)
     try:
@@ -226,8 +234,9 @@ def _locked(plan: Plan, state: Path, command: str, notify: Notify | None) -> Ite
         for note in notes:
             if notify is not None:
                 notify(note)
-        with _signals_interrupt():
-            yield notes
+        held_ = _Held(notes)
+        with _signals_interrupt(held_):
+            yield held_
     finally:
         for other in reversed(held):
             other.release()
@@ -235,23 +244,31 @@ def _locked(plan: Plan, state: Path, command: str, notify: Notify | None) -> Ite
 
 
 @contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def _signals_interrupt(held: _Held) -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into KeyboardInterrupt (the engine rolls back on it); only in the
-    main thread, the one place Python lets a handler be set, and only the signals that exist."""
+    main thread, the one place Python lets a handler be set, and only the signals that exist.
+    Once the engine is going backwards (a rollback, or undoing after a failure) they are
+    noted and ignored: a stop of the tool must not cut its own rollback short."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        engine = held.engine
+        if engine is not None and engine.undoing:
+            note = f"signal {signum} received during the rollback: ignored until it ends"
+            if note not in engine.report.notes:
+                engine.report.notes.append(note)
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
     wanted = [s for s in (getattr(signal, name, None) for name in INTERRUPTING) if s is not None]
-    previous = {s: signal.signal(s, _interrupt) for s in wanted}
+    previous = {s: signal.signal(s, interrupt) for s in wanted}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _open_journal_note(wired: WiredRun) -> str | None:
