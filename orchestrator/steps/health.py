@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from orchestrator.errors import StepError
 from orchestrator.host.host import Host
+from orchestrator.journal import StepRecord
 from orchestrator.orthanc.binary import binary_version, expected_schema
 from orchestrator.run_report import Downtime
 from orchestrator.steps.base import (Needs, RunContext, StepBase, StepFacts, StepIntent,
@@ -27,6 +28,7 @@ from orchestrator.steps.preflight import preflight_facts
 from orchestrator.steps.record import Record
 from orchestrator.steps.service import StopFacts, StopIntent, instances_before
 
+RESUME_TIMEOUT = 60.0  # seconds `resume` waits for a done health check to hold again
 BINARY_CHANGERS = ("package", "command")  # step kinds that may replace the Orthanc binary
 
 
@@ -75,12 +77,25 @@ class HealthCheck(StepBase[HealthOptions, StepIntent, HealthFacts]):
     def needs(self, ctx: RunContext) -> Needs:
         return Needs(expects_version=self.options.expect.version)
 
+    def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
+        """For `resume`: the service must answer healthy now, not only when it was checked."""
+        try:
+            wait_healthy(host, timeout=min(self.options.timeout, RESUME_TIMEOUT),
+                         expect_db=self._expect_db(host, ctx),
+                         expect_version=self.options.expect.version)
+        except StepError as exc:
+            return exc.message
+        return None
+
+    def _expect_db(self, host: Host, ctx: RunContext) -> int:
+        if self.options.expect.database_version is not None:
+            return self.options.expect.database_version
+        # The binary may have been replaced since preflight (a package step): read it again.
+        return expected_schema(binary_version(ctx.plan.service.binary, host.runner))
+
     def verify(self, host: Host, ctx: RunContext, intent: StepIntent, facts: HealthFacts) -> HealthFacts:
         expect = self.options.expect
-        expect_db = expect.database_version
-        if expect_db is None:
-            # The binary may have been replaced since preflight (a package step): read it again.
-            expect_db = expected_schema(binary_version(ctx.plan.service.binary, host.runner))
+        expect_db = self._expect_db(host, ctx)
         stop = latest(ctx, StepKind.STOP_SERVICE)
         stop_intent = StopIntent.from_json(stop.intent) if stop and stop.intent else None
         stop_facts = StopFacts.from_json(stop.facts) if stop and stop.facts else None
