@@ -237,12 +237,11 @@ def database_hazards(config: OrthancConfig | None, backends: Sequence[DatabaseSe
     if index is None or db is None:
         return out
     if not db.reachable:
-        out.append(Hazard("database-unreachable", Severity.BLOCKER,
-                          f"{index.place()}: {db.error}", "check the section's Host, Port, "
-                                                          "Username and Password"))
+        out.append(Hazard("database-unreachable", Severity.BLOCKER, _placed(index, db.error),
+                          "check the section's Host, Port, Username and Password"))
         return out
     if db.error:
-        out.append(Hazard("database-unreadable", Severity.BLOCKER, f"{index.place()}: {db.error}",
+        out.append(Hazard("database-unreadable", Severity.BLOCKER, _placed(index, db.error),
                           "check Database in the section"))
         return out
     out += _revision_hazards(index, db, plugin, target)
@@ -261,6 +260,12 @@ def database_hazards(config: OrthancConfig | None, backends: Sequence[DatabaseSe
                           f"an Orthanc holds the plugin's lock on {db.database}",
                           "a clone needs every node stopped; a dump works online"))
     return out
+
+
+def _placed(s: DatabaseSection, error: str | None) -> str:
+    """The port's message names its place already ("FILE: PostgreSQL.Host: ..."): once only."""
+    text = error or "unknown error"
+    return text if text.startswith(s.place()) else f"{s.place()}: {text}"
 
 
 def _revision_hazards(s: DatabaseSection, db: DatabaseIndexFacts, plugin: str | None,
