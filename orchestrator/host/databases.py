@@ -285,7 +285,7 @@ class Databases:
         check_name(name)
         self._refuse_existing(conn, name)
         busy = self.client(conn).connected(conn, conn.database)
-        if busy and conn.engine is Engine.POSTGRESQL:
+        if busy and conn.engine is Engine.POSTGRESQL and not self.changes.dry:  # dry: no stop
             raise DatabaseBusyError(conn, f"cannot clone {conn.database}: {_who(busy)} "
                                           "connected to it", "stop every Orthanc using this "
                                                              "database first")

@@ -192,15 +192,14 @@ def clone_edit(ctx: RunContext, name: str) -> DatabaseEdit:
                         f"database-{section.file.name}")
 
 
-def clone_apply(host: Host, ctx: RunContext, edit: DatabaseEdit) -> tuple[str, str | None]:
-    """Clone OLD into NEW, point the config at NEW; (config SHA-256, NEW's owner)."""
+def clone_apply(host: Host, ctx: RunContext, edit: DatabaseEdit) -> str | None:
+    """Clone OLD into NEW (PostgreSQL: TEMPLATE, OWNER role, owner checked); NEW's owner."""
     conn = index_section(ctx, "relocate.database").connection()
     try:
         host.databases.clone(conn, edit.new)
     except DatabaseError as exc:
         raise database_error(exc) from exc
-    owner = host.databases.owner(conn, edit.new)
-    return point_config(host, ctx, edit), owner
+    return host.databases.owner(conn, edit.new)
 
 
 def clone_verify(host: Host, ctx: RunContext, edit: DatabaseEdit) -> None:

@@ -269,11 +269,14 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
             created=not host.files.exists(to), edits=edits, database=edit)
 
     def apply(self, host: Host, ctx: RunContext, intent: RelocateIntent) -> RelocateFacts:
-        sha, owner = db.clone_apply(host, ctx, intent.database) if intent.database else (None, None)
+        # The clone first; the Database key is rewritten last, after the folder keys, so that
+        # undo (database backup first, then the folder keys' backups) gives the original bytes.
+        owner = db.clone_apply(host, ctx, intent.database) if intent.database else None
         clone = f"database cloned into {intent.database.new} (owner {owner}), config points " \
             "there" if intent.database else ""
         to, storage, index_dir = intent.to, intent.storage, intent.index_dir
         if to is None or storage is None or index_dir is None:
+            sha = db.point_config(host, ctx, intent.database) if intent.database else None
             return RelocateFacts(database_config=sha, owner=owner, summary=clone)
         if not host.files.exists(to):
             host.files.make_dir(to, like=storage)
@@ -299,6 +302,7 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
             host.files.write(edit.file, new, f"set {', '.join(edit.keys)} to {to} in {edit.file}")
             ctx.forget_config()
             configs.append(Rewritten(file=edit.file, before=_sha(original), after=_sha(new)))
+        sha = db.point_config(host, ctx, intent.database) if intent.database else None
         what = "" if intent.database else f"index copied to {to}, "
         return RelocateFacts(index_sha256={Path(k).name: v for k, v in copied.items()},
                              linked=len(added), unlinked=len(gone), configs=tuple(configs),
@@ -349,9 +353,10 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
     def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
         intent, facts = self.intent_of(record), self.facts_of(record)
         if intent is not None and intent.database is not None:
-            reason = db.clone_holds(host, ctx, intent.database)
-            if reason or intent.to is None:
-                return reason
+            # The Database rewrite came last: the folder keys are checked through the config.
+            return db.clone_holds(host, ctx, intent.database) or (
+                None if intent.to is None or Path(ctx.config().storage_dir) == intent.to
+                else f"the config's StorageDirectory is no longer {intent.to}")
         for cfg in facts.configs if facts else ():
             if _sha(host.files.read_bytes(cfg.file)) != cfg.after:
                 return f"{cfg.file} changed since the relocation"
