@@ -250,3 +250,90 @@ def test_kill_during_the_migrating_start(world_factory, postgres):
     assert len(w.processes()) == 1  # the migrating child was ended, the old service runs
     kept = databases(postgres) - was["databases"]
     assert len(kept) == 1 and next(iter(kept)).startswith("pgkstart_next_rolled_back_")
+
+
+# -- bad input through `plan` and `run`: one line naming the file and key, nothing changed ----
+
+def _bad(world_factory, postgres, name: str, *, section: dict | None = None,
+         start: bool = True) -> World:
+    postgres.sql(f'CREATE DATABASE "{name}" OWNER orthanc;')
+    body = postgres.section(name, "orthanc", PASSWORD)
+    body.update(section or {})
+    w = world_factory(name, overrides={"Plugins": [str(PG_PLUGIN)], "PostgreSQL": body})
+    if start:
+        w.start()
+    return w
+
+
+def _refused(w: World, postgres: PostgresServer, plan: Path, rc_wanted: int, starts: str,
+             env: dict | None = None) -> None:
+    was = (sha256(w.config), databases(postgres))
+    for command in ("plan", "run"):
+        rc, report, err = w.cli(command, str(plan), env=env)
+        assert rc == rc_wanted, (command, json.dumps(report)[-1500:], err)
+        error = report["error"]
+        assert "\n" not in error and str(w.config) in error and starts in error, error
+        assert "Traceback" not in err
+        assert (sha256(w.config), databases(postgres)) == was
+        assert not list(w.state.rglob("*.dump"))
+
+
+def test_bad_unreachable_database(world_factory, postgres):
+    from tests.harness.orthanc import free_port
+    w = _bad(world_factory, postgres, "badhost", section={"Port": free_port()}, start=False)
+    _refused(w, postgres, plan_for(w, "badhost_next"), 1, "PostgreSQL.Host:")
+
+
+def test_bad_wrong_password(world_factory, postgres):
+    w = _bad(world_factory, postgres, "badpw", section={"Password": "wrong"}, start=False)
+    _refused(w, postgres, plan_for(w, "badpw_next"), 1, "PostgreSQL.Password:")
+
+
+def test_bad_role_without_createdb(world_factory, postgres):
+    postgres.add_role("nocreate", PASSWORD, createdb=False)
+    postgres.sql('CREATE DATABASE "badrole" OWNER nocreate;')
+    body = postgres.section("badrole", "nocreate", PASSWORD)
+    w = world_factory("badrole", overrides={"Plugins": [str(PG_PLUGIN)], "PostgreSQL": body})
+    w.start()
+    _refused(w, postgres, plan_for(w, "badrole_next"), 1, "PostgreSQL.Username:")
+    assert w.counts()  # still serving
+
+
+def test_bad_target_name_exists(world_factory, postgres):
+    w = _bad(world_factory, postgres, "badexists")
+    postgres.sql('CREATE DATABASE "badexists_next" OWNER orthanc;')
+    _refused(w, postgres, plan_for(w, "badexists_next"), 1, "PostgreSQL: a database named "
+                                                           "badexists_next already exists")
+
+
+def test_bad_disk_too_small_for_the_dump(world_factory, postgres, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        w = _bad(world_factory, postgres, "badspace")
+        plan = w.plan(PLAN.replace("  - snapshot\n", f"  - snapshot: {{{{dir: {small}}}}}\n")
+                      .format(new="badspace_next", to=json.dumps(str(w.db.parent / "n")),
+                              health=60, expect=""))
+        _refused(w, postgres, plan, 1, "PostgreSQL:")
+        assert not list(small.iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_bad_pg_dump_missing(world_factory, postgres, tmp_path):
+    import shutil
+    w = _bad(world_factory, postgres, "badtool")
+    only = tmp_path / "bin"
+    only.mkdir()
+    (only / "psql").symlink_to(shutil.which("psql"))
+    _refused(w, postgres, plan_for(w, "badtool_next"), 1, "PostgreSQL: pg_dump is not installed",
+             env={"PATH": str(only)})
+
+
+def test_bad_section_present_but_disabled(world_factory, postgres):
+    w = _bad(world_factory, postgres, "baddisabled", section={"EnableIndex": "true"},
+             start=False)
+    _refused(w, postgres, plan_for(w, "baddisabled_next"), 2, "PostgreSQL.EnableIndex:")
