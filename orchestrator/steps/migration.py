@@ -26,6 +26,7 @@ from orchestrator.host.host import Host
 from orchestrator.host.processes import Ended, Watched
 from orchestrator.orthanc.backends import index_database, plugin_version
 from orchestrator.orthanc.plugin_index import max_revision, read_database_index
+from orchestrator.orthanc.upgrade_log import message_of
 from orchestrator.steps.base import RunContext
 from orchestrator.steps.kind import StepKind
 
@@ -128,7 +129,9 @@ def index_connection(ctx: RunContext) -> Connection | None:
 
 def verdict(watched: Watched) -> tuple[bool, str]:
     """(ok, message) of a migrating start."""
-    last = " | ".join(watched.lines[-3:]) or "no log line"
+    tail = watched.lines[-12:]
+    errors = [message_of(line) for line in tail if line.startswith("E")]
+    last = errors[0] if errors else (message_of(tail[-1]) if tail else "no log line")
     if watched.ended == Ended.READY:
         return True, f"the index database opened after {watched.elapsed:.1f}s (migrated)"
     if watched.ended == Ended.NOT_RUN:
