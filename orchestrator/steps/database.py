@@ -28,7 +28,7 @@ from orchestrator.host.databases import (
 from orchestrator.host.host import Host
 from orchestrator.orthanc.backends import DatabaseSection, index_database
 from orchestrator.orthanc.config import set_string_value
-from orchestrator.orthanc.plugin_index import read_database_index
+from orchestrator.orthanc.plugin_index import read_index_tables
 from orchestrator.steps.base import RunContext
 from orchestrator.steps.record import Record
 
@@ -152,12 +152,13 @@ def settle_clone(host: Host, conn: Connection, name: str, timeout: float = CLONE
 def fingerprint(host: Host, section: DatabaseSection, database: str) -> Fingerprint | None:
     """The database's fingerprint, or None when it cannot be read."""
     on = replace(section, database=database)
-    facts = read_database_index(on, host.databases)
-    if facts.error is not None:
+    try:
+        tables, revision, counts = read_index_tables(on, host.databases)
+        writes = host.databases.writes(on.connection())
+    except DatabaseError:
         return None
-    return Fingerprint(revision=facts.revision, tables=tuple(sorted(t.lower() for t in facts.tables)),
-                       counts=dict(facts.counts),
-                       writes=host.databases.writes(on.connection()))
+    return Fingerprint(revision=revision, tables=tuple(sorted(t.lower() for t in tables)),
+                       counts=dict(counts), writes=writes)
 
 
 def changed(then: Fingerprint, now: Fingerprint | None) -> bool:
@@ -295,10 +296,8 @@ def take_dump(host: Host, ctx: RunContext, plan: DumpPlan, staged: DumpTaken | N
     conn = section.connection()
     if not host.files.exists(plan.path.parent):
         host.files.make_dir(plan.path.parent)
-    writes = host.databases.writes(conn)
     print_ = fingerprint(host, section, section.database)
-    if print_ is not None and writes is not None:
-        print_ = replace(print_, writes=writes)
+    writes = print_.writes if print_ is not None else None
     then = staged.fingerprint if staged else None
     if staged is not None and staged.sha256 and then is not None and then.writes is not None \
             and writes == then.writes and host.files.exists(staged.path) \

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.errors import CommandError, OrchestratorError
-from orchestrator.host.databases import Connection
+from orchestrator.host.databases import Connection, DatabaseError
 from orchestrator.host.host import Host
 from orchestrator.host.processes import Ended, Watched
 from orchestrator.orthanc.backends import index_database, plugin_version
-from orchestrator.orthanc.plugin_index import max_revision, read_database_index
+from orchestrator.orthanc.plugin_index import max_revision, read_database_index, read_index_tables
 from orchestrator.orthanc.upgrade_log import message_of
 from orchestrator.steps.base import RunContext
 from orchestrator.steps.kind import StepKind
@@ -114,12 +114,32 @@ def answers(host: Host) -> Callable[[], bool]:
             return bool(client.system())
         finally:
             client.close()
-    return Throttle(probe, 1.0, sticky=True)
+    return Throttle(probe, 0.25, sticky=True)
 
 
 def busy(host: Host, conn: Connection) -> Callable[[], bool]:
     """True while a statement runs on the index database (the migration's work)."""
     return Throttle(lambda: host.databases.busy(conn), 2.0)
+
+
+def nothing_to_migrate(host: Host, ctx: RunContext) -> str | None:
+    """Why no start is needed (the database is at the revision the installed plugin wants),
+    or None when a migration may be pending or the table does not know the plugin."""
+    section = index_database(ctx.config())
+    if section is None:
+        return None
+    version = plugin_version(ctx.config(), section.engine)
+    wanted = max_revision(section.engine, version)
+    if wanted is None:
+        return None
+    try:
+        _, revision, _ = read_index_tables(section, host.databases)
+    except DatabaseError:
+        return None
+    if revision == wanted:
+        return (f"nothing to migrate: {section.database} is at revision {revision}, "
+                f"the one plugin {version} expects")
+    return None
 
 
 def index_connection(ctx: RunContext) -> Connection | None:

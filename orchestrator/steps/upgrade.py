@@ -138,6 +138,9 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
 
     def _migrate(self, host: Host, ctx: RunContext, intent: UpgradeIntent,
                  who: str) -> UpgradeFacts:
+        idle = migration.nothing_to_migrate(host, ctx)
+        if idle is not None:
+            return UpgradeFacts(summary=idle)
         conn = migration.index_connection(ctx)
         watched = host.processes.run_watched(
             intent.argv, text=f"start {shlex.join(intent.argv)}{who} once, until its REST API "
@@ -160,6 +163,8 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
 
     def verify(self, host: Host, ctx: RunContext, intent: UpgradeIntent,
                facts: UpgradeFacts) -> UpgradeFacts:
+        if intent.migrate and facts.watch is None:
+            return facts  # nothing was started: the revision was read just before
         if intent.migrate:
             known = preflight_facts(ctx)
             revision, counts, problem = migration.revision_check(
