@@ -71,6 +71,9 @@ def snapshot_of(w: World, postgres: PostgresServer, name: str) -> dict:
 
 def test_success_clone_then_a_second_upgrade(world_factory, postgres):
     w = pg_world(world_factory, postgres, "pgok")
+    # Without its revision row, plugin 4.0 migrates at start (writes revision 1): the
+    # upgrade step's watched start runs, on the clone only.
+    postgres.sql("DELETE FROM globalproperties WHERE property = 4;", database="pgok")
     before, rest = db_counts(postgres, "pgok"), w.counts()
     text = w.config.read_text()
     rc, report, err = w.cli("run", str(plan_for(w, "pgok_next")))
@@ -87,8 +90,13 @@ def test_success_clone_then_a_second_upgrade(world_factory, postgres):
     assert w.counts()["CountInstances"] == rest["CountInstances"] + 1
     # The old database was never written again: the rollback point.
     assert db_counts(postgres, "pgok") == before
+    assert postgres.sql("SELECT count(*) FROM globalproperties WHERE property = 4;",
+                        database="pgok") == "0"
+    assert postgres.sql("SELECT value FROM globalproperties WHERE property = 4;",
+                        database="pgok_next") == "1"
     steps = {s["id"]: s for s in report["steps"]}
-    assert "clone" in steps["relocate"]["detail"] and "revision" in steps["upgrade"]["detail"]
+    assert "clone" in steps["relocate"]["detail"]
+    assert "migrated" in steps["upgrade"]["detail"] and "revision 1" in steps["upgrade"]["detail"]
     # A second upgrade from the clone (its owner is the role: CREATE DATABASE works).
     w2 = w.plan(PLAN.format(new="pgok_next2", to=json.dumps(str(w.db.parent / "db-v6-next2")),
                             health=60, expect=""), name="second.yaml")
@@ -241,7 +249,10 @@ def test_kill_during_the_dump(world_factory, postgres):
 
 
 def test_kill_during_the_migrating_start(world_factory, postgres):
+    """A database without its revision row is one that plugin 4.0 migrates at start (it
+    writes revision 1): the upgrade step's watched start runs, and the tool dies in it."""
     w = pg_world(world_factory, postgres, "pgkstart")
+    postgres.sql("DELETE FROM globalproperties WHERE property = 4;", database="pgkstart")
     was, rest = snapshot_of(w, postgres, "pgkstart"), w.counts()
     plan = plan_for(w, "pgkstart_next")
     rc, _, err = w.cli("run", str(plan), env={"ORCHESTRATOR_TEST_CRASH_AT": "upgrade:during"})
