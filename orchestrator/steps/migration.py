@@ -138,7 +138,8 @@ def nothing_to_migrate(host: Host, ctx: RunContext) -> str | None:
         return None
     if revision == wanted:
         return (f"nothing to migrate: {section.database} is at revision {revision}, "
-                f"the one plugin {version} expects")
+                f"the one plugin {version} expects (fleet: the revision does not change, "
+                "nodes sharing the database may be upgraded one at a time)")
     return None
 
 
@@ -155,7 +156,9 @@ def verdict(watched: Watched) -> tuple[bool, str]:
     if watched.ended == Ended.READY:
         return True, f"the index database opened after {watched.elapsed:.1f}s (migrated)"
     if watched.ended == Ended.NOT_RUN:
-        return True, "would start Orthanc once to let the plugin migrate"
+        return True, ("would start Orthanc once so that the plugin migrates the database "
+                      "(fleet: the revision changes: stop every node sharing the database, "
+                      "let this one migrate, then start the others)")
     if watched.ended == Ended.EXITED:
         return False, f"Orthanc exited with {watched.returncode} before answering: {last}"
     if watched.ended == Ended.STALL:
