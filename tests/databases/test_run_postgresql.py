@@ -348,3 +348,18 @@ def test_bad_section_present_but_disabled(world_factory, postgres):
     w = _bad(world_factory, postgres, "baddisabled", section={"EnableIndex": "true"},
              start=False)
     _refused(w, postgres, plan_for(w, "baddisabled_next"), 2, "PostgreSQL.EnableIndex:")
+
+
+def test_inspect_shows_the_database_and_its_hazards(world_factory, postgres):
+    w = pg_world(world_factory, postgres, "pginspect")
+    rc, data, err = w.cli("inspect", str(w.config))
+    assert rc == 0, err
+    db = data["database"]
+    assert db["plugin_version"] == "4.0" and db["index"]["counts"]["instances"] == 6
+    assert db["index"]["revision"] == 1 and db["index"]["in_use"]
+    assert db["sections"][0]["password_from"] == "config"
+    assert PASSWORD not in json.dumps(data)
+    codes = {h["code"] for h in data["hazards"]}
+    assert {"copied-index-shares-files", "database-in-use"} <= codes
+    rc, text, err = w.cli("inspect", str(w.config), json_out=False)
+    assert rc == 0 and "Database index (PostgreSQL / MySQL)" in text and PASSWORD not in text
