@@ -301,9 +301,9 @@ def test_bad_wrong_password(world_factory, postgres):
 
 
 def test_bad_role_without_createdb(world_factory, postgres):
-    postgres.add_role("nocreate", PASSWORD, createdb=False)
-    postgres.sql('CREATE DATABASE "badrole" OWNER nocreate;')
-    body = postgres.section("badrole", "nocreate", PASSWORD)
+    postgres.add_role("runnocreate", PASSWORD, createdb=False)
+    postgres.sql('CREATE DATABASE "badrole" OWNER runnocreate;')
+    body = postgres.section("badrole", "runnocreate", PASSWORD)
     w = world_factory("badrole", overrides={"Plugins": [str(PG_PLUGIN)], "PostgreSQL": body})
     w.start()
     _refused(w, postgres, plan_for(w, "badrole_next"), 1, "PostgreSQL.Username:")
