@@ -86,9 +86,12 @@ def assess(config: OrthancConfig | None, index: IndexFacts | None,
 def _config_hazards(c: OrthancConfig) -> list[Hazard]:
     out: list[Hazard] = []
     if c.index_backend != "sqlite":
+        dumped = c.index_backend in ("postgresql", "mysql")
         out.append(Hazard("non-sqlite-index", Severity.WARNING,
                           f"the index is in {c.index_backend}: there is no index file to snapshot",
-                          "a rollback needs a database dump (pg_dump, mysqldump) taken first"))
+                          "the snapshot step dumps it (pg_dump -Fc / mariadb-dump --routines) "
+                          "and relocate: {database: NEW} clones it" if dumped else
+                          "a rollback needs a database dump taken first"))
         names = [p.name.lower() for p in c.plugin_files]
         marker = BACKEND_PLUGIN_MARKERS.get(c.index_backend, c.index_backend)
         if not any(marker in n for n in names):
