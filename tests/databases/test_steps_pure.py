@@ -64,3 +64,27 @@ def test_throttle_asks_at_most_every_period_and_ready_sticks():
         raise OSError("down")
 
     assert not Throttle(failing, every=0.0)()
+
+
+def test_preflight_proposes_a_drop_in_when_systemd_would_run_the_migration():
+    from types import SimpleNamespace
+
+    from orchestrator.errors import Completed
+    from orchestrator.host.runner import FakeRunner
+    from orchestrator.steps.kind import StepKind
+    from orchestrator.steps.migration import start_timeout_warning
+
+    argv = ("systemctl", "show", "-p", "TimeoutStartUSec", "--value", "orthanc")
+    host = SimpleNamespace(service=SimpleNamespace(kind="systemd"),
+                           runner=FakeRunner({argv: Completed(argv, 0, "10min\n", "")}))
+
+    def ctx(*kinds: StepKind) -> SimpleNamespace:
+        return SimpleNamespace(steps=[SimpleNamespace(kind=k) for k in kinds],
+                               plan=SimpleNamespace(service=SimpleNamespace(name="orthanc")))
+
+    [warning] = start_timeout_warning(host, ctx(StepKind.STOP_SERVICE, StepKind.START_SERVICE))
+    assert "after 600s" in warning and "TimeoutStartSec=86400" in warning
+    # With an upgrade step the migration runs outside the unit, under the tool's watchdog.
+    assert start_timeout_warning(host, ctx(StepKind.UPGRADE, StepKind.START_SERVICE)) == []
+    host.service.kind = "process"
+    assert start_timeout_warning(host, ctx(StepKind.START_SERVICE)) == []
