@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.errors import CommandError, OrchestratorError
+from orchestrator.errors import CommandError, OrchestratorError, OrthancHttpError
 from orchestrator.host.databases import Connection, DatabaseError
 from orchestrator.host.host import Host
 from orchestrator.host.processes import Ended, Watched
@@ -112,6 +112,8 @@ def answers(host: Host) -> Callable[[], bool]:
         client = host.orthanc()
         try:
             return bool(client.system())
+        except OrthancHttpError as exc:
+            return exc.status == 401  # up (the database opened), the credentials are wrong
         finally:
             client.close()
     return Throttle(probe, 0.25, sticky=True)
