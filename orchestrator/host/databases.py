@@ -203,6 +203,43 @@ class Databases:
         """Who is connected to the database (other than this check itself)."""
         return self.client(conn).connected(conn, name or conn.database)
 
+    def writes(self, conn: Connection, name: str | None = None) -> int | None:
+        """Rows written to the database so far (PostgreSQL's statistics), or None (MySQL).
+
+        Equal before a dump and after the stop: nothing was written since the dump began.
+        """
+        if conn.engine is not Engine.POSTGRESQL or (conn.where, name or conn.database) in self._made:
+            return None
+        rows = self.client(conn).query(conn.on(MAINTENANCE), _WRITES, {"name": name or conn.database})
+        return int(rows[0][0]) if rows and rows[0][0].isdigit() else None
+
+    def busy(self, conn: Connection, name: str | None = None) -> bool:
+        """Someone other than this check runs a statement on the database (a migration)."""
+        sql, where = _BUSY[conn.engine], conn.on(MAINTENANCE) \
+            if conn.engine is Engine.POSTGRESQL else conn
+        rows = self.client(conn).query(where, sql, {"name": name or conn.database})
+        return bool(rows) and rows[0][0] not in ("0", "")
+
+    def creating(self, conn: Connection, name: str) -> bool:
+        """A `CREATE DATABASE name` still runs on the server (its client may be gone)."""
+        if conn.engine is not Engine.POSTGRESQL:
+            return False
+        rows = self.client(conn).query(conn.on(MAINTENANCE), _CREATING, {"name": name})
+        return bool(rows) and rows[0][0] not in ("0", "")
+
+    def require_dump_tools(self, conn: Connection) -> None:
+        """ClientToolMissingError unless the dump and restore programs are installed (a read)."""
+        wanted = {Engine.POSTGRESQL: (("pg_dump",), ("pg_restore",)),
+                  Engine.MYSQL: (("mariadb-dump", "mysqldump"), ("mariadb", "mysql"))}
+        client = self.client(conn)
+        bindir = getattr(client, "bindir", None)
+        for names in wanted[conn.engine]:
+            found = [n for n in names if shutil.which(str(Path(bindir) / n) if bindir else n)]
+            if not found:
+                raise ClientToolMissingError(conn, f"{names[0]} is not installed",
+                                             "install the database's client tools (Debian: "
+                                             "postgresql-client or mariadb-client)")
+
     # -- changes -------------------------------------------------------------------------
     def dump(self, conn: Connection, path: Path, *, timeout: float = 3600.0) -> Dump:
         """Dump conn.database to `path` (written aside, then renamed); its SHA-256 recorded.
@@ -248,7 +285,7 @@ class Databases:
         check_name(name)
         self._refuse_existing(conn, name)
         busy = self.client(conn).connected(conn, conn.database)
-        if busy and conn.engine is Engine.POSTGRESQL:
+        if busy and conn.engine is Engine.POSTGRESQL and not self.changes.dry:  # dry: no stop
             raise DatabaseBusyError(conn, f"cannot clone {conn.database}: {_who(busy)} "
                                           "connected to it", "stop every Orthanc using this "
                                                              "database first")
@@ -322,9 +359,22 @@ class Databases:
                                      "Orthanc uses it")
 
 
+MAINTENANCE = "postgres"  # statements about a PostgreSQL database connect here, not to it
+_WRITES = ("SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database "
+           "WHERE datname = :'name';")
+_BUSY = {
+    Engine.POSTGRESQL: "SELECT count(*) FROM pg_stat_activity WHERE datname = :'name' "
+                       "AND state = 'active' AND pid <> pg_backend_pid();",
+    Engine.MYSQL: "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+                  "AND COMMAND <> 'Sleep' AND ID <> CONNECTION_ID();",
+}
+_CREATING = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+             "AND query ILIKE 'CREATE DATABASE %' AND query LIKE '%' || :'name' || '%' "
+             "AND pid <> pg_backend_pid();")
+
+
 def _who(sessions: list[Session]) -> str:
-    users = sorted({s.user or "?" for s in sessions})
-    return f"{len(sessions)} session(s) of {', '.join(users)}"
+    return f"{len(sessions)} session(s) of {', '.join(sorted({s.user or '?' for s in sessions}))}"
 
 
 def _sha256(path: Path, *, sync: bool = False) -> str:

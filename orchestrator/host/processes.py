@@ -40,6 +40,7 @@ class Ended(str, Enum):
     TIMEOUT = "timeout"  # ran past its time limit: killed
     STALL = "stall"  # no log line, no CPU, no I/O for `stall` seconds: killed
     INTERRUPTED = "interrupted"  # the tool was interrupted: killed
+    READY = "ready"  # `ready()` said the work is done (a start that migrates): ended gently
     NOT_RUN = "not-run"  # dry run
 
 
@@ -203,14 +204,20 @@ class Processes:
                     timeout: float, stall: float, extra_logs: Sequence[Path] = (),
                     user: str | None = None, cwd: str | None = None,
                     on_spawn: Callable[[int, float], None] | None = None,
-                    on_line: Callable[[str], None] | None = None) -> Watched:
-        """Run argv to its end under the watchdog; `text` describes it in the change list."""
+                    on_line: Callable[[str], None] | None = None,
+                    ready: Callable[[], bool] | None = None,
+                    active: Callable[[], bool] | None = None) -> Watched:
+        """Run argv to its end under the watchdog; `text` describes it in the change list.
+
+        `ready()` true ends a child that would serve forever (SIGTERM: Ended.READY);
+        `active()` true counts as activity (work done elsewhere, e.g. in a database server).
+        """
         argv = [str(a) for a in argv]
         identity = run_as(user)  # a bad user fails in a dry run too
         return self.changes.apply(
             text, self._watch, argv, log_path=Path(log_path), timeout=timeout, stall=stall,
             extra_logs=[Path(p) for p in extra_logs], identity=identity, cwd=cwd,
-            on_spawn=on_spawn, on_line=on_line,
+            on_spawn=on_spawn, on_line=on_line, ready=ready, active=active,
             dry_result=Watched(Ended.NOT_RUN, log=str(log_path)))
 
     def end(self, pid: int, create_time: float | None, text: str,
@@ -238,7 +245,9 @@ class Processes:
     def _watch(self, argv: list[str], *, log_path: Path, timeout: float, stall: float,
                extra_logs: list[Path], identity: RunAs | None, cwd: str | None,
                on_spawn: Callable[[int, float], None] | None,
-               on_line: Callable[[str], None] | None) -> Watched:
+               on_line: Callable[[str], None] | None,
+               ready: Callable[[], bool] | None = None,
+               active: Callable[[], bool] | None = None) -> Watched:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict = {}
         if identity is not None:
@@ -279,8 +288,12 @@ class Processes:
                     if new_lines:
                         last = Activity(elapsed, last.cpu, last.io)
                     break
+                if ready is not None and ready():
+                    ended = Ended.READY
+                    break
                 cpu, io = _sample(proc)
-                last, verdict = watchdog(last, Sample(elapsed, new_lines, cpu, io),
+                busy = new_lines or (active is not None and active())
+                last, verdict = watchdog(last, Sample(elapsed, busy, cpu, io),
                                          timeout=timeout, stall=stall)
                 if verdict is not None:
                     ended = verdict
@@ -294,7 +307,9 @@ class Processes:
             drain(final=True)
             raise
         quiet = last.quiet(self.clock.now() - start)
-        if ended != Ended.EXITED:
+        if ended == Ended.READY:
+            _kill(child, KILL_GRACE * 6)  # SIGTERM first: Orthanc closes its database cleanly
+        elif ended != Ended.EXITED:
             _kill(child)
         else:
             child.wait()

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from orchestrator.errors import CommandError, Completed
-from orchestrator.secrets import MIN_SCRUBBED, scrub
+from orchestrator.secrets import scrub
 
 
 class Runner(Protocol):
@@ -36,10 +36,18 @@ def child_env(hidden: Iterable[str], env: Mapping[str, str] | None = None,
     return out
 
 
+# A child's argv and output are guarded only against distinctive secret values. A short
+# password is often a common word: Orthanc's default user is orthanc/orthanc, and blanking
+# "orthanc" in `systemctl show orthanc.service` or `dpkg-query` output would break their
+# parsing (and refusing argv holding it would refuse `journalctl -u orthanc`). Such values
+# still never reach a child's environment, and messages are redacted upstream.
+MIN_GUARDED = 8
+
+
 def secret_values(hidden: Iterable[str], base: Mapping[str, str] | None = None) -> list[str]:
-    """The values of the hidden variables that are set (what must never be shown)."""
+    """The distinctive values of the hidden variables that are set (never shown)."""
     src = os.environ if base is None else base
-    return [src[n] for n in set(hidden) if src.get(n)]
+    return [src[n] for n in set(hidden) if len(src.get(n) or "") >= MIN_GUARDED]
 
 
 class RealRunner:
@@ -84,7 +92,7 @@ class RealRunner:
 
     def _refuse_secret_argv(self, argv: tuple[str, ...], secrets: list[str]) -> None:
         for value in secrets:
-            if len(value) >= MIN_SCRUBBED and any(value in a for a in argv):
+            if any(value in a for a in argv):
                 raise CommandError(f"refusing to run {argv[0]}: an argument holds a secret "
                                    "(the value of a password variable)",
                                    hint="pass secrets through a file or the environment, "

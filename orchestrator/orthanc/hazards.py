@@ -86,9 +86,12 @@ def assess(config: OrthancConfig | None, index: IndexFacts | None,
 def _config_hazards(c: OrthancConfig) -> list[Hazard]:
     out: list[Hazard] = []
     if c.index_backend != "sqlite":
+        dumped = c.index_backend in ("postgresql", "mysql")
         out.append(Hazard("non-sqlite-index", Severity.WARNING,
                           f"the index is in {c.index_backend}: there is no index file to snapshot",
-                          "a rollback needs a database dump (pg_dump, mysqldump) taken first"))
+                          "the snapshot step dumps it (pg_dump -Fc / mariadb-dump --routines) "
+                          "and relocate: {database: NEW} clones it" if dumped else
+                          "a rollback needs a database dump taken first"))
         names = [p.name.lower() for p in c.plugin_files]
         marker = BACKEND_PLUGIN_MARKERS.get(c.index_backend, c.index_backend)
         if not any(marker in n for n in names):
@@ -237,12 +240,11 @@ def database_hazards(config: OrthancConfig | None, backends: Sequence[DatabaseSe
     if index is None or db is None:
         return out
     if not db.reachable:
-        out.append(Hazard("database-unreachable", Severity.BLOCKER,
-                          f"{index.place()}: {db.error}", "check the section's Host, Port, "
-                                                          "Username and Password"))
+        out.append(Hazard("database-unreachable", Severity.BLOCKER, _placed(index, db.error),
+                          "check the section's Host, Port, Username and Password"))
         return out
     if db.error:
-        out.append(Hazard("database-unreadable", Severity.BLOCKER, f"{index.place()}: {db.error}",
+        out.append(Hazard("database-unreadable", Severity.BLOCKER, _placed(index, db.error),
                           "check Database in the section"))
         return out
     out += _revision_hazards(index, db, plugin, target)
@@ -261,6 +263,12 @@ def database_hazards(config: OrthancConfig | None, backends: Sequence[DatabaseSe
                           f"an Orthanc holds the plugin's lock on {db.database}",
                           "a clone needs every node stopped; a dump works online"))
     return out
+
+
+def _placed(s: DatabaseSection, error: str | None) -> str:
+    """The port's message names its place already ("FILE: PostgreSQL.Host: ..."): once only."""
+    text = error or "unknown error"
+    return text if text.startswith(s.place()) else f"{s.place()}: {text}"
 
 
 def _revision_hazards(s: DatabaseSection, db: DatabaseIndexFacts, plugin: str | None,

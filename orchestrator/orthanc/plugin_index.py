@@ -142,6 +142,18 @@ def read_database_index(section: DatabaseSection, databases: Databases) -> Datab
         return _with(facts, error=exc.message)
 
 
+def read_index_tables(section: DatabaseSection, databases: Databases
+                      ) -> tuple[tuple[str, ...], int | None, dict[str, int]]:
+    """(tables, revision, counts) in two statements: the cheap fingerprint of an index
+    database (DatabaseError when it cannot be read)."""
+    conn = section.connection()
+    tables, _ = parse_tables(databases.query(conn, _TABLES[conn.engine]))
+    if not any(t.lower() == "globalproperties" for t in tables):
+        return tables, None, {}
+    _, revision, counts = parse_index(databases.query(conn, _INDEX[conn.engine]))
+    return tables, revision, counts
+
+
 def backend_plugin(system: dict) -> tuple[Engine | None, str | None]:
     """(engine, version) of the index plugin from `GET /system`'s DatabaseBackendPlugin.
 

@@ -14,12 +14,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.errors import CommandError, InputError, OrchestratorError
+from orchestrator.host.changes import Changes
+from orchestrator.host.databases import Databases
+from orchestrator.host.host import make_databases
 from orchestrator.host.runner import Runner
 from orchestrator.orthanc.binary import (OrthancVersion, binary_version, expected_schema,
                                          schema_is_known)
 from orchestrator.orthanc.config import OrthancConfig, load_config
 from orchestrator.orthanc.hazards import Hazard, assess
 from orchestrator.orthanc.index import IndexFacts, read_index
+from orchestrator.orthanc.plugin_index import DatabaseView, view_database
 from orchestrator.orthanc.rest import OrthancClient
 
 REST_COUNTS = {"CountPatients": "patients", "CountStudies": "studies", "CountSeries": "series",
@@ -53,6 +57,7 @@ class Survey:
     service: dict | None = None  # the service manager's view, when a probe is given
     server: ServerFacts | None = None  # the running server's facts, when the index is locked
     notes: tuple[str, ...] = ()
+    database: DatabaseView | None = None  # the PostgreSQL / MySQL sections and index facts
 
     def to_dict(self) -> dict:
         index = self.index.to_dict() if self.index is not None else {
@@ -65,6 +70,8 @@ class Survey:
             "config": self.config.to_dict(),
             "index": index,
             "server": self.server.to_dict() if self.server else None,
+            "database": self.database.to_dict() if self.database and self.database.sections
+            else None,
             "binary": {
                 "path": str(self.binary) if self.binary else None,
                 "version": str(version) if version else None,
@@ -79,13 +86,15 @@ class Survey:
 def survey(config_path: str | Path, *, binary: Path | None, runner: Runner,
            environ: Mapping[str, str] | None = None,
            service_probe: Callable[[OrthancConfig], dict] | None = None,
-           client_for: Callable[[OrthancConfig], OrthancClient | None] | None = None) -> Survey:
+           client_for: Callable[[OrthancConfig], OrthancClient | None] | None = None,
+           databases: Databases | None = None) -> Survey:
     """Read the configuration (InputError if bad), the index, the binary; assess the hazards.
 
     Only the configuration can make this fail: a missing index or a binary that does
     not run are facts to report. `service_probe` gives the service manager's view
     (state, PID, unit); `client_for` a REST client for the server of this config,
-    asked only when the index is locked by a running Orthanc.
+    asked only when the index is locked by a running Orthanc. `databases` reads a
+    PostgreSQL / MySQL index (default: the client tools, on a port that cannot write).
     """
     config = load_config(config_path, environ)
     index = read_index(config.index_dir) if config.index_backend == "sqlite" else None
@@ -105,10 +114,12 @@ def survey(config_path: str | Path, *, binary: Path | None, runner: Runner,
                          f"schema version and counts were read from its REST API at {server.url}")
         else:
             notes.append(f"the running server's REST API did not answer: {why_not}")
-    hazards = assess(config, judged, version, binary_error=error)
+    # A dry port: reads run, and nothing it could be asked to change ever would.
+    database = view_database(config, databases or make_databases(Changes(dry=True), runner))
+    hazards = assess(config, judged, version, binary_error=error, **database.hazard_args())
     service = service_probe(config) if service_probe else None
     return Survey(config, index, binary, version, tuple(hazards), error, service, server,
-                  tuple(notes))
+                  tuple(notes), database)
 
 
 def _ask_server(config: OrthancConfig, client_for: Callable[[OrthancConfig], OrthancClient | None]

@@ -9,7 +9,8 @@ from __future__ import annotations
 from orchestrator.report import table
 
 SECTIONS = (("Configuration", "config"), ("Index", "index"),
-            ("Running server (REST)", "server"), ("Binary", "binary"), ("Service", "service"))
+            ("Running server (REST)", "server"), ("Binary", "binary"), ("Service", "service"),
+            ("Database index (PostgreSQL / MySQL)", "database"))
 
 
 def render_survey(data: dict) -> str:

@@ -19,13 +19,17 @@ from pathlib import Path
 from orchestrator.errors import OrthancHttpError, RefusedError
 from orchestrator.host.host import Host
 from orchestrator.orthanc.config import OrthancConfig
+from orchestrator.orthanc.backends import index_database
 from orchestrator.orthanc.binary import binary_version, expected_schema
 from orchestrator.orthanc.hazards import Severity, assess
 from orchestrator.orthanc.index import IndexFacts, read_index
+from orchestrator.orthanc.plugin_index import DatabaseView, view_database
 from orchestrator.steps.base import (Needs, RunContext, StepBase, StepFacts, StepIntent,
                                      StepOptions, counts_text, latest)
 from orchestrator.steps.healthy import counts_of
 from orchestrator.steps.kind import StepKind
+from orchestrator.steps.migration import start_timeout_warning
+from orchestrator.steps.snapshot import snapshot_dir
 from orchestrator.steps.record import Json, Record
 
 MB = 1024 * 1024
@@ -73,6 +77,8 @@ class PreflightFacts(StepFacts):
     free: dict[str, FreeSpace] = field(default_factory=dict)
     expects_version: str | None = None  # what a later step insists the binary is
     binary_may_change: bool = False  # a step before that one may replace the binary
+    database: dict[str, Json] | None = None  # PostgreSQL / MySQL: sections and index facts
+    revision: int | None = None  # the plugin's revision of a database index (GlobalProperties 4)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ def read_facts(host: Host, ctx: RunContext, options: PreflightOptions) -> Prefli
     source = next((n.index_source for n in needs if n.index_source is not None), None)
     index_dir = source or Path(config.index_dir)
     index = read_index(index_dir) if config.index_backend == "sqlite" else None
+    index_database(config)  # a section present but not enabled is bad input (exit 2)
+    database = view_database(config, host.databases)
     status = host.service.status()
 
     counts, counts_from, system = None, None, None
@@ -133,9 +141,15 @@ def read_facts(host: Host, ctx: RunContext, options: PreflightOptions) -> Prefli
                                         schema_version=system.get("DatabaseVersion"))
     if counts is None and index is not None and index.readable:
         counts, counts_from = dict(index.counts), "index"
+    db = database.facts
+    if counts is None and db is not None and db.counts and db.error is None:
+        counts, counts_from = dict(db.counts), "database"
     schema = index.schema_version if index is not None else (system or {}).get("DatabaseVersion")
+    if schema is None and db is not None:
+        schema = db.schema_version
     hazards = tuple(HazardFact(code=h.code, severity=h.severity, message=h.message, hint=h.hint)
-                    for h in assess(config, index, version))
+                    for h in assess(config, index, version, **database.hazard_args(),
+                                    dump_free=_dump_free(host, ctx, database)))
     expects = next((n.expects_version for n in needs if n.expects_version), None)
     return PreflightFacts(
         binary=Path(svc.binary), binary_version=str(version),
@@ -151,10 +165,29 @@ def read_facts(host: Host, ctx: RunContext, options: PreflightOptions) -> Prefli
         hazards=hazards, free=_free_space(host, config, index, needs, options.min_free_mb),
         expects_version=expects,
         binary_may_change=any(s.kind == StepKind.COMMAND for s in ctx.steps[:_first_expecting(ctx)]),
-        warnings=tuple(config.warnings) + tuple(host.service.warnings()),
+        database=database.to_dict() if database.sections else None,
+        revision=db.revision if db is not None else None,
+        warnings=tuple(config.warnings) + tuple(host.service.warnings())
+        + tuple(migration_warnings(host, ctx, database)),
         summary=f"Orthanc {version}, schema {schema if schema is not None else '?'} -> "
                 f"{expected_schema(version)}, {counts_text(counts)}; service "
                 f"{status.state.value}")
+
+
+def _dump_free(host: Host, ctx: RunContext, database: DatabaseView) -> int | None:
+    """Free bytes where the plan's snapshot dumps the index database (None: no dump)."""
+    if database.facts is None:
+        return None
+    snaps = [s for s in ctx.steps if s.kind == StepKind.SNAPSHOT]
+    return min((host.files.free_bytes(snapshot_dir(ctx, s.options)) for s in snaps),  # type: ignore[arg-type]
+               default=None)
+
+
+def migration_warnings(host: Host, ctx: RunContext, database: DatabaseView) -> list[str]:
+    """Warn when the service manager could kill a plugin's migration at the first start."""
+    if database.facts is None:
+        return []
+    return start_timeout_warning(host, ctx)
 
 
 def _first_expecting(ctx: RunContext) -> int:

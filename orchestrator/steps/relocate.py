@@ -29,30 +29,31 @@ from orchestrator.errors import InputError, StepError
 from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
 from orchestrator.orthanc.config import set_string_value
+from orchestrator.steps import database as db
+from orchestrator.steps.folders import (INDEX_NAMES, LAYOUT_DEPTH, RECENT_NS,  # noqa: F401
+                                        clear_target, delta)
 from orchestrator.steps.base import (Copy, Needs, RunContext, StepBase, StepFacts, StepIntent,
                                      StepOptions)
 from orchestrator.steps.kind import StepKind, stage_id
 from orchestrator.steps.record import Record
 
-INDEX_NAMES = ("index", "index-wal", "index-shm")
 KEYS = ("StorageDirectory", "IndexDirectory")
-LAYOUT_DEPTH = 2  # Orthanc stores attachments as root/xx/yy/uuid
-RECENT_NS = 2_000_000_000  # folders changed this close to staging are looked into anyway
 
 
 @dataclass(frozen=True, kw_only=True)
 class RelocateOptions(StepOptions):
-    to: Path
+    to: Path | None = None  # the new folder (attachments hard-linked, SQLite index copied)
+    database: str | None = None  # PostgreSQL/MySQL: the clone of the index database
     source: Path | None = field(default=None, metadata={"key": "from"})
     config_file: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class StageIntent(StepIntent):
-    to: Path
-    storage: Path
-    index_dir: Path
-    created: bool
+    to: Path | None = None  # None: a database-only relocate, nothing to stage
+    storage: Path | None = None
+    index_dir: Path | None = None
+    created: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,12 +72,13 @@ class Edit(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class RelocateIntent(StepIntent):
-    to: Path
-    storage: Path
-    index_dir: Path
+    to: Path | None = None
+    storage: Path | None = None
+    index_dir: Path | None = None
     index_files: tuple[str, ...] = ()
-    created: bool
+    created: bool = False
     edits: tuple[Edit, ...] = ()
+    database: db.DatabaseEdit | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +96,8 @@ class RelocateFacts(StepFacts):
     linked: int = 0
     unlinked: int = 0
     configs: tuple[Rewritten, ...] = ()
+    database_config: str | None = None  # SHA-256 of the file after its Database rewrite
+    owner: str | None = None  # the clone's owner, as checked
 
 
 def sources(ctx: RunContext, options: RelocateOptions) -> tuple[Path, Path]:
@@ -105,8 +109,13 @@ def sources(ctx: RunContext, options: RelocateOptions) -> tuple[Path, Path]:
 
 
 def _check_target(host: Host, ctx: RunContext, options: RelocateOptions, *,
-                  staged_by: str | None) -> Path:
+                  staged_by: str | None) -> Path | None:
     to = options.to
+    if to is None:
+        if options.database is None:
+            raise InputError("relocate needs `to` (a new folder), `database` (a new database "
+                             "name) or both", hint="e.g. relocate: {database: orthanc_next}")
+        return None
     storage, index_dir = sources(ctx, options)
     if to in (storage, index_dir) or storage in to.parents or to in storage.parents:
         raise InputError(f"{to} overlaps the current folder {storage}",
@@ -134,6 +143,8 @@ class StageLinks(StepBase[RelocateOptions, StageIntent, StageFacts]):
     Facts = StageFacts
 
     def describe(self) -> str:
+        if self.options.to is None:
+            return "nothing to pre-stage (the database is cloned after the stop)"
         return f"pre-stage hard links of the attachments in {self.options.to} (before the stop)"
 
     def check(self, host: Host, ctx: RunContext) -> list[str]:
@@ -141,12 +152,16 @@ class StageLinks(StepBase[RelocateOptions, StageIntent, StageFacts]):
         return []
 
     def intend(self, host: Host, ctx: RunContext) -> StageIntent:
+        if self.options.to is None:
+            return StageIntent()
         storage, index_dir = sources(ctx, self.options)
         return StageIntent(to=self.options.to, storage=storage, index_dir=index_dir,
                            created=not host.files.exists(self.options.to))
 
     def apply(self, host: Host, ctx: RunContext, intent: StageIntent) -> StageFacts:
         to, storage, index_dir = intent.to, intent.storage, intent.index_dir
+        if to is None or storage is None or index_dir is None:
+            return StageFacts(summary="nothing to pre-stage")
         # Folder times first: whatever changes from now on shows in them (see `delta`).
         mtimes, taken = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
         if not host.files.exists(to):
@@ -170,6 +185,8 @@ class StageLinks(StepBase[RelocateOptions, StageIntent, StageFacts]):
 
     def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
         intent = self.intent_of(record)
+        if intent is not None and intent.to is None:
+            return None
         return None if intent is not None and host.files.is_dir(intent.to) else "the new folder is gone"
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
@@ -186,14 +203,25 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
 
     def describe(self) -> str:
         src = f" from {self.options.source}" if self.options.source else ""
-        return f"copy the index{src} into {self.options.to}, link the attachments, point the config there"
+        parts = [f"clone the index database into {self.options.database} (owner checked)"] \
+            if self.options.database else []
+        if self.options.to is not None:
+            parts.append(("" if self.options.database else f"copy the index{src} into "
+                          f"{self.options.to}, ") + f"link the attachments into {self.options.to}")
+        return ", ".join(parts) + ", point the config there"
 
     def needs(self, ctx: RunContext) -> Needs:
-        return Needs(copies=(Copy(self.options.to, "the relocated index"),),
+        if self.options.to is None:
+            return Needs()
+        return Needs(copies=(Copy(self.options.to, "the relocated index", sqlite_only=True),),
                      index_source=self.options.source)
 
     def check(self, host: Host, ctx: RunContext) -> list[str]:
+        if self.options.database is not None:
+            db.clone_check(host, ctx, self.options.database)
         to = _check_target(host, ctx, self.options, staged_by=stage_id(self.id))
+        if to is None:
+            return []
         for path, keys in self._edits(ctx).items():
             text = host.files.read_bytes(path).decode("utf-8", errors="surrogateescape")
             for key in keys:  # the rewrite must work before anything stops
@@ -224,9 +252,12 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
         return edits
 
     def intend(self, host: Host, ctx: RunContext) -> RelocateIntent:
-        storage, index_dir = sources(ctx, self.options)
+        edit = db.clone_edit(ctx, self.options.database) if self.options.database else None
         to = self.options.to
-        if not host.files.exists(index_dir / "index"):
+        if to is None:
+            return RelocateIntent(database=edit)
+        storage, index_dir = sources(ctx, self.options)
+        if edit is None and not host.files.exists(index_dir / "index"):
             raise StepError(f"no index at {index_dir / 'index'}",
                             hint="check relocate.from or IndexDirectory")
         backups = Path(ctx.run_dir) / "config-backup"
@@ -235,10 +266,18 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
         return RelocateIntent(
             to=to, storage=storage, index_dir=index_dir,
             index_files=tuple(n for n in INDEX_NAMES if host.files.exists(index_dir / n)),
-            created=not host.files.exists(to), edits=edits)
+            created=not host.files.exists(to), edits=edits, database=edit)
 
     def apply(self, host: Host, ctx: RunContext, intent: RelocateIntent) -> RelocateFacts:
+        # The clone first; the Database key is rewritten last, after the folder keys, so that
+        # undo (database backup first, then the folder keys' backups) gives the original bytes.
+        owner = db.clone_apply(host, ctx, intent.database) if intent.database else None
+        clone = f"database cloned into {intent.database.new} (owner {owner}), config points " \
+            "there" if intent.database else ""
         to, storage, index_dir = intent.to, intent.storage, intent.index_dir
+        if to is None or storage is None or index_dir is None:
+            sha = db.point_config(host, ctx, intent.database) if intent.database else None
+            return RelocateFacts(database_config=sha, owner=owner, summary=clone)
         if not host.files.exists(to):
             host.files.make_dir(to, like=storage)
         copied = host.files.copy([(index_dir / n, to / n) for n in intent.index_files],
@@ -263,14 +302,21 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
             host.files.write(edit.file, new, f"set {', '.join(edit.keys)} to {to} in {edit.file}")
             ctx.forget_config()
             configs.append(Rewritten(file=edit.file, before=_sha(original), after=_sha(new)))
+        sha = db.point_config(host, ctx, intent.database) if intent.database else None
+        what = "" if intent.database else f"index copied to {to}, "
         return RelocateFacts(index_sha256={Path(k).name: v for k, v in copied.items()},
                              linked=len(added), unlinked=len(gone), configs=tuple(configs),
-                             summary=f"index copied to {to}, {len(added)} more attachments "
-                                     f"linked, config points at {to}")
+                             database_config=sha, owner=owner,
+                             summary=(clone + "; " if clone else "") + f"{what}{len(added)} more "
+                                     f"attachments linked, config points at {to}")
 
     def verify(self, host: Host, ctx: RunContext, intent: RelocateIntent,
                facts: RelocateFacts) -> RelocateFacts:
+        if intent.database is not None:
+            db.clone_verify(host, ctx, intent.database)
         to = intent.to
+        if to is None:
+            return facts
         for name, digest in facts.index_sha256.items():
             if host.files.sha256(to / name) != digest:
                 raise StepError(f"the copy {to / name} does not match what was read",
@@ -287,6 +333,10 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
         intent = self.intent_of(record)
         if intent is None:
             return "nothing to undo"
+        # The database rewrite came after the folder keys': its backup goes back first.
+        clone = db.clone_undo(host, ctx, intent.database) if intent.database else ""
+        if intent.to is None:
+            return clone
         restored = []
         for edit in intent.edits:
             if not host.files.exists(edit.backup):
@@ -298,83 +348,32 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
                 restored.append(str(edit.file))
         text = clear_target(host, ctx, intent)
         back = f"config restored ({', '.join(restored)})" if restored else "config unchanged"
-        return f"{back}; {text}"
+        return (f"{clone}; " if clone else "") + f"{back}; {text}"
 
     def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
         intent, facts = self.intent_of(record), self.facts_of(record)
+        if intent is not None and intent.database is not None:
+            # The Database rewrite came last: the folder keys are checked through the config.
+            return db.clone_holds(host, ctx, intent.database) or (
+                None if intent.to is None or Path(ctx.config().storage_dir) == intent.to
+                else f"the config's StorageDirectory is no longer {intent.to}")
         for cfg in facts.configs if facts else ():
             if _sha(host.files.read_bytes(cfg.file)) != cfg.after:
                 return f"{cfg.file} changed since the relocation"
-        if intent is None or not host.files.exists(intent.to / "index"):
+        if intent is None or intent.to is None:
+            return "nothing was relocated"
+        if intent.database is None and not host.files.exists(intent.to / "index"):
             return "the relocated index is gone"
         return None
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
         intent = self.intent_of(record)
+        if intent is not None and intent.database is not None:
+            return db.clone_manual(intent.database)
         steps = [shlex.join(["cp", "-p", "--", str(e.backup), str(e.file)])
                  for e in (intent.edits if intent else ())]
         return ("restore the config byte for byte: " + "; ".join(steps) +
                 f" (the old folder {intent.storage if intent else None} was never written)")
-
-
-def delta(host: Host, ctx: RunContext, storage: Path, to: Path) -> tuple[list[str], list[str]]:
-    """(files to link, links to drop) so that `to` mirrors `storage`'s attachments.
-
-    After staging in this process, only the folders whose mtime changed since (or changed
-    within RECENT_NS before it, for coarse timestamps) are listed: the work after the stop
-    does not grow with the archive. Otherwise both trees are walked.
-    """
-    staged = ctx.cache.get(("staged", str(to)))
-    if staged is None:
-        source = set(host.files.walk(storage, skip=INDEX_NAMES))
-        target = set(host.files.walk(to, skip=INDEX_NAMES))
-        return sorted(source - target), sorted(target - source)
-    then, taken = staged
-    now, _ = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
-    added, gone = [], []
-    for d in set(now) | set(then):
-        if now.get(d) == then.get(d) and then.get(d, 0) < taken - RECENT_NS:
-            continue
-        src, dst = host.files.list_files(storage / d), host.files.list_files(to / d)
-        if not d:
-            src, dst = src - set(INDEX_NAMES), dst - set(INDEX_NAMES)
-        prefix = d + os.sep if d else ""
-        added += [prefix + f for f in src - dst]
-        gone += [prefix + f for f in dst - src]
-    return sorted(added), sorted(gone)
-
-
-def clear_target(host: Host, ctx: RunContext, intent: StageIntent | RelocateIntent | None) -> str:
-    """Remove our links from the new folder; if it holds anything else, move it aside instead."""
-    if intent is None or not host.files.exists(intent.to):
-        return "no new folder"
-    to, storage = intent.to, intent.storage
-    ours, other = [], 0
-    for rel in host.files.walk(to):
-        if host.files.same_file(to / rel, storage / rel):
-            ours.append(to / rel)
-        else:
-            other += 1
-    if other:
-        aside = _aside(host, to, ctx.run_id)
-        host.files.rename(to, aside, f"move {to} aside to {aside} ({other} files in it are not "
-                                     "links to the old folder)")
-        return f"{to} moved aside to {aside} (the upgraded index is kept for inspection)"
-    if ours:
-        host.files.remove(ours, f"remove {len(ours)} hard links from {to} (the originals stay)")
-    if intent.created:
-        host.files.remove_empty_tree(to, f"remove the emptied folder {to}")
-        return f"{to} removed (it held only links)"
-    return "links removed" if ours else "nothing to remove"
-
-
-def _aside(host: Host, to: Path, run_id: str) -> Path:
-    aside = to.with_name(f"{to.name}.rolled-back-{run_id}")
-    n = 1
-    while host.files.exists(aside):
-        n += 1
-        aside = to.with_name(f"{to.name}.rolled-back-{run_id}-{n}")
-    return aside
 
 
 def _sha(data: bytes) -> str:

@@ -19,8 +19,9 @@ from orchestrator.errors import InputError, StepError
 from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
 from orchestrator.orthanc.index import index_is_locked
+from orchestrator.steps import database as db
 from orchestrator.steps.base import (Copy, Needs, RunContext, StepBase, StepFacts, StepIntent,
-                                     StepOptions)
+                                     StepOptions, latest)
 from orchestrator.steps.kind import StepKind
 
 INDEX_NAMES = ("index", "index-wal", "index-shm")
@@ -42,12 +43,14 @@ class SnapshotIntent(StepIntent):
     files: tuple[str, ...] = ()
     storage_dir: Path | None = None
     link_attachments: bool = False
+    dump: db.DumpPlan | None = None  # PostgreSQL / MySQL: the index database's dump
 
 
 @dataclass(frozen=True, kw_only=True)
 class SnapshotFacts(StepFacts):
     sha256: dict[str, str] | None = None  # file name -> digest, once the copy is done
     attachments: int | None = None
+    dump: db.DumpTaken | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +59,15 @@ class StageIntent(StepIntent):
     dir: Path | None = None
     index_dir: Path | None = None
     created: bool = False
+    dump: db.DumpPlan | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageFacts(StepFacts):
+    dump: db.DumpTaken | None = None
+
+
+DATABASES = ("postgresql", "mysql")
 
 
 def snapshot_dir(ctx: RunContext, options: SnapshotOptions) -> Path:
@@ -81,6 +93,9 @@ class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
 
     def check(self, host: Host, ctx: RunContext) -> list[str]:
         config = ctx.config()
+        if config.index_backend in DATABASES:
+            db.dump_check(host, ctx, snapshot_dir(ctx, self.options))
+            return []
         if config.index_backend != "sqlite":
             if not self.options.allow_non_sqlite:
                 raise InputError(f"the index is in {config.index_backend}: there is no "
@@ -97,6 +112,9 @@ class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
 
     def intend(self, host: Host, ctx: RunContext) -> SnapshotIntent:
         config = ctx.config()
+        if config.index_backend in DATABASES:
+            return SnapshotIntent(backend=config.index_backend,
+                                  dump=db.dump_plan(ctx, snapshot_dir(ctx, self.options)))
         if config.index_backend != "sqlite":
             return SnapshotIntent(skipped=True, backend=config.index_backend)
         index_dir = Path(config.index_dir)
@@ -109,6 +127,13 @@ class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
                               link_attachments=self.options.link_attachments)
 
     def apply(self, host: Host, ctx: RunContext, intent: SnapshotIntent) -> SnapshotFacts:
+        if intent.dump is not None:
+            rec = latest(ctx, StepKind.STAGE_SNAPSHOT)
+            staged = StageFacts.from_json(rec.facts).dump if rec is not None and rec.facts else None
+            taken = db.take_dump(host, ctx, intent.dump, staged)
+            how = "the dump staged before the stop is current (nothing written since)" \
+                if taken.reused else f"dumped to {taken.path}"
+            return SnapshotFacts(dump=taken, summary=f"{intent.dump.database}: {how}")
         if intent.skipped or intent.dir is None or intent.index_dir is None:
             return SnapshotFacts(summary=f"no index file ({intent.backend})")
         where, index_dir = intent.dir, intent.index_dir
@@ -131,6 +156,10 @@ class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
 
     def verify(self, host: Host, ctx: RunContext, intent: SnapshotIntent,
                facts: SnapshotFacts) -> SnapshotFacts:
+        if facts.dump is not None and facts.dump.sha256 is not None:
+            if host.files.sha256(facts.dump.path) != facts.dump.sha256:
+                raise StepError(f"the dump {facts.dump.path} does not match its SHA-256",
+                                hint="check the disk; the database was not changed")
         if intent.skipped or intent.dir is None:
             return facts
         for name, digest in (facts.sha256 or {}).items():
@@ -141,6 +170,11 @@ class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
 
     def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
         intent, facts = self.intent_of(record), self.facts_of(record)
+        if intent is not None and intent.dump is not None:
+            if facts is None or facts.dump is None or facts.dump.sha256 is None:
+                db.remove_partial(host, intent.dump)
+                return "dump incomplete; the database was never touched after it"
+            return db.restore_dump(host, ctx, intent.dump, facts.dump)
         if intent is None or intent.skipped or intent.dir is None or intent.index_dir is None:
             return "nothing to undo"
         if facts is None or facts.sha256 is None:
@@ -151,6 +185,11 @@ class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
 
     def holds(self, host: Host, ctx: RunContext, record: StepRecord) -> str | None:
         intent, facts = self.intent_of(record), self.facts_of(record)
+        if facts is not None and facts.dump is not None and facts.dump.sha256:
+            path = facts.dump.path
+            if not host.files.exists(path) or host.files.sha256(path) != facts.dump.sha256:
+                return f"the dump {path} is missing or changed"
+            return None
         if intent is None or intent.skipped or intent.dir is None:
             return None
         for name, digest in ((facts.sha256 if facts else None) or {}).items():
@@ -161,6 +200,13 @@ class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
         intent, facts = self.intent_of(record), self.facts_of(record)
+        if intent is not None and intent.dump is not None:
+            path = facts.dump.path if facts and facts.dump else intent.dump.path
+            tool = "createdb -O ROLE NEW; pg_restore --no-owner -d NEW" \
+                if intent.dump.engine == "postgresql" else \
+                "CREATE DATABASE NEW CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci; mariadb NEW <"
+            return (f"with the service stopped: {tool} {path}; then set {intent.dump.section}."
+                    f"Database to NEW in {intent.dump.file}")
         where = str(intent.dir) if intent and intent.dir else "?"
         index_dir = str(intent.index_dir) if intent and intent.index_dir else "?"
         names = (facts.sha256 if facts else None) or {"index": ""}
@@ -170,39 +216,51 @@ class Snapshot(StepBase[SnapshotOptions, SnapshotIntent, SnapshotFacts]):
                 f"in {index_dir} that {where} lacks; then start the service")
 
 
-class StageSnapshot(StepBase[SnapshotOptions, StageIntent, StepFacts]):
+class StageSnapshot(StepBase[SnapshotOptions, StageIntent, StageFacts]):
     """Pre-copy the index into the snapshot folder while the service still runs, so that the
     snapshot after the stop only writes the blocks that changed."""
 
     kind = StepKind.STAGE_SNAPSHOT
     Options = SnapshotOptions
     Intent = StageIntent
+    Facts = StageFacts
 
     def describe(self) -> str:
-        return "pre-copy the SQLite index into the snapshot folder (before the stop)"
+        return "pre-copy the index (SQLite) or dump the index database, before the stop"
 
     def intend(self, host: Host, ctx: RunContext) -> StageIntent:
         config = ctx.config()
+        if config.index_backend in DATABASES:
+            where = snapshot_dir(ctx, self.options)
+            return StageIntent(dump=db.dump_plan(ctx, where, "-staged"),
+                               created=not host.files.exists(where))
         if config.index_backend != "sqlite":
             return StageIntent(skipped=True)
         where = snapshot_dir(ctx, self.options)
         return StageIntent(dir=where, index_dir=Path(config.index_dir),
                            created=not host.files.exists(where))
 
-    def apply(self, host: Host, ctx: RunContext, intent: StageIntent) -> StepFacts:
+    def apply(self, host: Host, ctx: RunContext, intent: StageIntent) -> StageFacts:
+        if intent.dump is not None:
+            taken = db.stage_dump(host, ctx, intent.dump)
+            return StageFacts(dump=taken, summary=f"{intent.dump.database} dumped to "
+                                                  f"{taken.path} while the service runs")
         if intent.skipped or intent.dir is None or intent.index_dir is None \
                 or not host.files.exists(intent.index_dir / "index"):
-            return StepFacts(summary="nothing to pre-copy")
+            return StageFacts(summary="nothing to pre-copy")
         where, index_dir = intent.dir, intent.index_dir
         if not host.files.exists(where):
             host.files.make_dir(where, like=index_dir)
         host.files.precopy([(index_dir / "index", where / "index")],
                            f"pre-copy the SQLite index of {index_dir} to {where} "
                            "(brought up to date after the stop)")
-        return StepFacts(summary=f"index pre-copied to {where}")
+        return StageFacts(summary=f"index pre-copied to {where}")
 
     def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
         intent = self.intent_of(record)
+        if intent is not None and intent.dump is not None:
+            db.remove_partial(host, intent.dump)
+            return "kept the staged dump" if host.files.exists(intent.dump.path) else "no dump"
         if intent is None or intent.skipped or intent.dir is None \
                 or not host.files.exists(intent.dir):
             return "nothing to undo"

@@ -26,6 +26,7 @@ from orchestrator.journal import StepRecord
 from orchestrator.orthanc.binary import binary_version, expected_schema
 from orchestrator.orthanc.index import read_index
 from orchestrator.orthanc.upgrade_log import classify, message_of
+from orchestrator.steps import migration
 from orchestrator.steps.base import (RunContext, StepBase, StepFacts, StepIntent, StepOptions,
                                      counts_text, done_after, latest)
 from orchestrator.steps.kind import StepKind
@@ -51,6 +52,7 @@ class UpgradeIntent(StepIntent):
     extra_logs: tuple[Path, ...] = ()
     user: str | None = None
     cwd: str | None = None
+    migrate: bool = False  # PostgreSQL/MySQL: a watched plain start (migration.py), no --upgrade
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +61,7 @@ class UpgradeFacts(StepFacts):
     verdict: dict[str, Json] | None = None
     schema_after: int | None = None
     counts_after: dict[str, int] | None = None
+    revision_after: int | None = None  # the index plugin's revision (PostgreSQL/MySQL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +79,8 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
     Facts = UpgradeFacts
 
     def describe(self) -> str:
-        return (f"run Orthanc --upgrade under a watchdog (limit {self.options.timeout:g}s, "
+        return (f"run Orthanc --upgrade (a database index: one watched start, for the plugin's "
+                f"migration) under a watchdog (limit {self.options.timeout:g}s, "
                 f"stall {self.options.stall:g}s)")
 
     def check(self, host: Host, ctx: RunContext) -> list[str]:
@@ -85,7 +89,7 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
             raise InputError(f"the binary {svc.binary} does not exist",
                              hint="fix service.binary in the plan")
         run_as(svc.user)  # an unknown user, or no root to switch to it, refuses now
-        if ctx.config().index_backend == "sqlite":
+        if ctx.config().index_backend in ("sqlite", "postgresql", "mysql"):
             before = [s.kind for s in ctx.plan.steps[:self.index]]
             if not any(k in ROLLBACK_POINTS for k in before):
                 raise InputError("no snapshot or relocate before it: a failed upgrade "
@@ -100,7 +104,8 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
             raise StepError(f"no index at {index_dir / 'index'}: --upgrade would create "
                             "a fresh empty database there and report success",
                             hint="check IndexDirectory (or the relocation's source)")
-        argv = [str(svc.binary), "--upgrade"]
+        migrate = ctx.config().index_backend in ("postgresql", "mysql")
+        argv = [str(svc.binary)] + ([] if migrate else ["--upgrade"])
         extra: tuple[Path, ...] = ()
         if self.options.log_file is not None:
             argv.append(f"--logfile={self.options.log_file}")
@@ -108,10 +113,12 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
         argv.append(str(svc.config))
         return UpgradeIntent(argv=tuple(argv), index_dir=index_dir,
                              log=Path(ctx.run_dir) / "upgrade.log", extra_logs=extra,
-                             user=svc.user, cwd=svc.install_dir)
+                             user=svc.user, cwd=svc.install_dir, migrate=migrate)
 
     def apply(self, host: Host, ctx: RunContext, intent: UpgradeIntent) -> UpgradeFacts:
         who = f" as {intent.user}" if intent.user else ""
+        if intent.migrate:
+            return self._migrate(host, ctx, intent, who)
         watched = host.processes.run_watched(
             intent.argv, text=f"run {shlex.join(intent.argv)}{who}",
             log_path=intent.log, extra_logs=intent.extra_logs,
@@ -129,8 +136,43 @@ class Upgrade(StepBase[UpgradeOptions, UpgradeIntent, UpgradeFacts]):
             raise StepError(f"{verdict.message} (log: {intent.log})", hint=verdict.hint)
         return facts
 
+    def _migrate(self, host: Host, ctx: RunContext, intent: UpgradeIntent,
+                 who: str) -> UpgradeFacts:
+        idle = migration.nothing_to_migrate(host, ctx)
+        if idle is not None:
+            return UpgradeFacts(summary=idle)
+        conn = migration.index_connection(ctx)
+        watched = host.processes.run_watched(
+            intent.argv, text=f"start {shlex.join(intent.argv)}{who} once, until its REST API "
+                              "answers (the plugin migrates the database), then stop it",
+            log_path=intent.log, extra_logs=intent.extra_logs,
+            timeout=self.options.timeout, stall=self.options.stall, user=intent.user,
+            cwd=intent.cwd,
+            on_spawn=lambda pid, started: ctx.persist(
+                self.id, {"pid": pid, "create_time": started}),
+            on_line=lambda line: ctx.progress(self.id, message_of(line)),
+            ready=migration.answers(host),
+            active=migration.busy(host, conn) if conn is not None else None)
+        ok, message = migration.verdict(watched)
+        facts = UpgradeFacts(watch=watched.to_dict(), summary=message)
+        ctx.persist(self.id, facts.to_json())
+        if not ok:
+            raise StepError(f"{message} (log: {intent.log})",
+                            hint="see the log; the rollback puts the old database back")
+        return facts
+
     def verify(self, host: Host, ctx: RunContext, intent: UpgradeIntent,
                facts: UpgradeFacts) -> UpgradeFacts:
+        if intent.migrate and facts.watch is None:
+            return facts  # nothing was started: the revision was read just before
+        if intent.migrate:
+            known = preflight_facts(ctx)
+            revision, counts, problem = migration.revision_check(
+                host, ctx, known.counts if known else None, known.revision if known else None)
+            if problem:
+                raise StepError(problem, hint=f"see {intent.log}")
+            return replace(facts, revision_after=revision, counts_after=counts,
+                           summary=f"{facts.summary}; revision {revision}, counts unchanged")
         if ctx.config().index_backend != "sqlite":
             return facts
         index = read_index(intent.index_dir)

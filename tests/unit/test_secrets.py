@@ -143,3 +143,19 @@ def test_no_generated_password_reaches_argv_environ_output_journal_or_files(tmp_
             os.environ.pop(VAR, None)
         else:
             os.environ[VAR] = old
+
+
+def test_a_common_short_password_does_not_break_commands_naming_the_service(monkeypatch, tmp_path):
+    """Orthanc's default user is orthanc/orthanc: a password equal to the service's name must
+    not make the runner refuse `systemctl ... orthanc.service` or blank its output (seen on a
+    real Debian host: preflight refused to read the unit's state). The child still never
+    sees the variable."""
+    monkeypatch.setenv(VAR, "orthanc")
+    runner = RealRunner(hidden_env=[VAR])
+    done = runner.run([sys.executable, "-c", DUMP, str(tmp_path / "dump"), "orthanc.service"],
+                      timeout=60)
+    seen = json.loads((tmp_path / "dump").read_text())
+    assert VAR not in seen["environ"]
+    assert "orthanc.service" in seen["argv"]
+    done = runner.run([sys.executable, "-c", "print('Id=orthanc.service')"], timeout=60)
+    assert done.stdout.strip() == "Id=orthanc.service"

@@ -22,7 +22,9 @@ from orchestrator.steps.record import RecordError
 from orchestrator.steps.relocate import (Edit, RelocateFacts, RelocateIntent, Rewritten,
                                          StageFacts, StageIntent as LinksIntent)
 from orchestrator.steps.service import StartFacts, StopFacts, StopIntent
+from orchestrator.steps.database import DumpTaken, Fingerprint
 from orchestrator.steps.snapshot import SnapshotFacts, SnapshotIntent, StageIntent
+from orchestrator.steps.snapshot import StageFacts as StageDumpFacts
 from orchestrator.steps.upgrade import UpgradeFacts, UpgradeIntent, UpgradeProgress
 from orchestrator.orthanc.hazards import Severity
 
@@ -47,7 +49,9 @@ SAMPLES: dict[StepKind, tuple[StepIntent, StepFacts]] = {
     StepKind.SNAPSHOT: (SnapshotIntent(dir=P, index_dir=P, files=("index",), storage_dir=P,
                                        link_attachments=True),
                         SnapshotFacts(sha256={"index": "ab"}, attachments=3, summary="s")),
-    StepKind.STAGE_SNAPSHOT: (StageIntent(dir=P, index_dir=P, created=True), StepFacts(summary="s")),
+    StepKind.STAGE_SNAPSHOT: (StageIntent(dir=P, index_dir=P, created=True), StageDumpFacts(
+        summary="s", dump=DumpTaken(path=P, sha256="ab", size=3,
+                                    fingerprint=Fingerprint(writes=7, counts={"instances": 1})))),
     StepKind.STAGE_LINKS: (LinksIntent(to=P, storage=P.parent, index_dir=P.parent, created=True),
                            StageFacts(linked=4)),
     StepKind.RELOCATE: (RelocateIntent(to=P, storage=P.parent, index_dir=P.parent,

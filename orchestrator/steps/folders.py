@@ -1,0 +1,88 @@
+"""The new folder of a relocation: which attachments to link after staging, and its removal.
+
+Attachments are immutable, content-addressed files, so the new folder holds hard
+links to the old folder's files; undo removes only those links (anything else
+found there, e.g. an upgraded index, is moved aside for inspection instead).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+from orchestrator.host.host import Host
+from orchestrator.steps.base import RunContext
+
+INDEX_NAMES = ("index", "index-wal", "index-shm")
+LAYOUT_DEPTH = 2  # Orthanc stores attachments as root/xx/yy/uuid
+RECENT_NS = 2_000_000_000  # folders changed this close to staging are looked into anyway
+
+
+class Target(Protocol):
+    """What undo needs of a stage or relocate intent."""
+
+    to: Path | None
+    storage: Path | None
+    created: bool
+
+
+def delta(host: Host, ctx: RunContext, storage: Path, to: Path) -> tuple[list[str], list[str]]:
+    """(files to link, links to drop) so that `to` mirrors `storage`'s attachments.
+
+    After staging in this process, only the folders whose mtime changed since (or changed
+    within RECENT_NS before it, for coarse timestamps) are listed: the work after the stop
+    does not grow with the archive. Otherwise both trees are walked.
+    """
+    staged = ctx.cache.get(("staged", str(to)))
+    if staged is None:
+        source = set(host.files.walk(storage, skip=INDEX_NAMES))
+        target = set(host.files.walk(to, skip=INDEX_NAMES))
+        return sorted(source - target), sorted(target - source)
+    then, taken = staged
+    now, _ = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
+    added, gone = [], []
+    for d in set(now) | set(then):
+        if now.get(d) == then.get(d) and then.get(d, 0) < taken - RECENT_NS:
+            continue
+        src, dst = host.files.list_files(storage / d), host.files.list_files(to / d)
+        if not d:
+            src, dst = src - set(INDEX_NAMES), dst - set(INDEX_NAMES)
+        prefix = d + os.sep if d else ""
+        added += [prefix + f for f in src - dst]
+        gone += [prefix + f for f in dst - src]
+    return sorted(added), sorted(gone)
+
+
+def clear_target(host: Host, ctx: RunContext, intent: Target | None) -> str:
+    """Remove our links from the new folder; if it holds anything else, move it aside instead."""
+    if intent is None or intent.to is None or intent.storage is None \
+            or not host.files.exists(intent.to):
+        return "no new folder"
+    to, storage = intent.to, intent.storage
+    ours, other = [], 0
+    for rel in host.files.walk(to):
+        if host.files.same_file(to / rel, storage / rel):
+            ours.append(to / rel)
+        else:
+            other += 1
+    if other:
+        aside = _aside(host, to, ctx.run_id)
+        host.files.rename(to, aside, f"move {to} aside to {aside} ({other} files in it are not "
+                                     "links to the old folder)")
+        return f"{to} moved aside to {aside} (the upgraded index is kept for inspection)"
+    if ours:
+        host.files.remove(ours, f"remove {len(ours)} hard links from {to} (the originals stay)")
+    if intent.created:
+        host.files.remove_empty_tree(to, f"remove the emptied folder {to}")
+        return f"{to} removed (it held only links)"
+    return "links removed" if ours else "nothing to remove"
+
+
+def _aside(host: Host, to: Path, run_id: str) -> Path:
+    aside = to.with_name(f"{to.name}.rolled-back-{run_id}")
+    n = 1
+    while host.files.exists(aside):
+        n += 1
+        aside = to.with_name(f"{to.name}.rolled-back-{run_id}-{n}")
+    return aside
