@@ -1,0 +1,140 @@
+"""replicate: the bulk copy of a blue/green move, while the old server keeps serving.
+
+Before anything runs it refuses a move that cannot end well: the same server
+twice (same URL, or the same DatabaseServerIdentifier), a new server that
+recycles (MaximumStorageSize / MaximumPatientCount in its configuration), a new
+server holding data the old one lacks (unless `allow_nonempty`); it warns when
+the new server runs an older Orthanc. Then it follows the old server's
+/changes from 0 into the new one (`replication.follow`): resumable, since the
+cursor is saved as the copy goes, so a rerun after a crash continues.
+
+Undo leaves the copy on the new server for inspection; the old server was
+never changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import RefusedError
+from orchestrator.host.host import Host
+from orchestrator.journal import StepRecord
+from orchestrator.orthanc.config import load_config
+from orchestrator.replication.follow import follow, last_seq
+from orchestrator.replication.inventory import rest_ids
+from orchestrator.replication.target import connect
+from orchestrator.steps.base import RunContext, StepBase, StepFacts, StepIntent, StepOptions
+from orchestrator.steps.bluegreen import pair as pairs
+from orchestrator.steps.bluegreen.pair import Login
+from orchestrator.steps.kind import StepKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicateOptions(StepOptions):
+    to: str
+    credentials: Login | None = None
+    target_config: Path | None = None  # the new server's configuration: recycling limits
+    allow_nonempty: bool = False
+    workers: int = 8
+    retries: int = 5
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicateIntent(StepIntent):
+    source: str  # URLs without credentials
+    target: str
+    start_seq: int  # the old server's last change when the copy began
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicateFacts(StepFacts):
+    copied: int = 0
+    present: int = 0
+    failed: int = 0
+    cursor: int = 0
+    seconds: float = 0.0
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+class Replicate(StepBase[ReplicateOptions, ReplicateIntent, ReplicateFacts]):
+    kind = StepKind.REPLICATE
+    Options = ReplicateOptions
+    Intent = ReplicateIntent
+    Facts = ReplicateFacts
+
+    def describe(self) -> str:
+        return f"copy every instance into {self.options.to} while the old server serves"
+
+    def check(self, host: Host, ctx: RunContext) -> list[str]:
+        p = pairs.pair(ctx)
+        if p.source.base_url == p.target.base_url:
+            raise RefusedError(f"the old and the new server are the same ({p.source.base_url})",
+                               hint="give the new server's URL in replicate: {to: ...}")
+        old = connect(p.source, "old server", p.policy)
+        new = connect(p.target, "new server", p.policy)
+        ident = old.get("DatabaseServerIdentifier")
+        if ident and ident == new.get("DatabaseServerIdentifier"):
+            raise RefusedError(f"{p.source.base_url} and {p.target.base_url} are the same server "
+                               f"(both report DatabaseServerIdentifier {ident})",
+                               hint="give the new server's own URL")
+        warnings = []
+        if _version(str(new.get("Version", ""))) < _version(str(old.get("Version", ""))):
+            warnings.append(f"the new server runs Orthanc {new.get('Version')}, older than the "
+                            f"old server's {old.get('Version')}")
+        warnings += self._limits()
+        extra = self._target_extra(ctx, p)
+        if extra and not self.options.allow_nonempty:
+            raise RefusedError(f"the new server {p.target.base_url} already holds {len(extra)} "
+                               "instances that the old server does not have",
+                               hint="empty it, or allow it with replicate: {allow_nonempty: true}"
+                               " (they are then kept, and never counted as deletions)")
+        return warnings
+
+    def _limits(self) -> list[str]:
+        path = self.options.target_config
+        if path is None:
+            return ["the new server's recycling limits were not checked: give its configuration "
+                    "as replicate: {target_config: ...}"]
+        config = load_config(path)
+        for key, value in (("MaximumStorageSize", config.max_storage_size),
+                           ("MaximumPatientCount", config.max_patient_count)):
+            if value:
+                raise RefusedError(f"the new server recycles: {key} is {value} "
+                                   f"({config.file_defining(key)}); it would delete old patients "
+                                   "to make room during the copy",
+                                   hint=f"set {key} to 0 on the new server for the move")
+        return []
+
+    def _target_extra(self, ctx: RunContext, p) -> list[str]:
+        """What the new server holds that the old one lacks, kept for verify-copy."""
+        target = rest_ids(p.target, p.policy)
+        extra = sorted(target - rest_ids(p.source, p.policy)) if target else []
+        pairs.state_dir(ctx).mkdir(parents=True, exist_ok=True)
+        (pairs.state_dir(ctx) / pairs.TARGET_EXTRA).write_text(json.dumps(extra))
+        return extra
+
+    def intend(self, host: Host, ctx: RunContext) -> ReplicateIntent:
+        p = pairs.pair(ctx)
+        return ReplicateIntent(source=p.source.base_url, target=p.target.base_url,
+                               start_seq=last_seq(p.source, p.policy))
+
+    def apply(self, host: Host, ctx: RunContext, intent: ReplicateIntent) -> ReplicateFacts:
+        done = follow(pairs.pair(ctx), host.changes)
+        if done.aborted:
+            raise RefusedError(f"the copy stopped: {done.aborted}",
+                               hint="`orchestrator resume` continues from where it stopped")
+        notes = (f"{done.failed} instances failed; catch-up retries them",) if done.failed else ()
+        return ReplicateFacts(copied=done.copied, present=done.present, failed=done.failed,
+                              cursor=done.cursor, seconds=round(done.seconds, 3),
+                              summary=done.text(), notes=notes)
+
+    def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
+        intent = self.intent_of(record)
+        where = intent.target if intent else self.options.to
+        return f"left the copy on {where} for inspection; the old server was not changed"
