@@ -1,0 +1,50 @@
+"""A whole blue/green move on two real Orthanc 1.10.1 servers, with a client storing throughout."""
+
+from __future__ import annotations
+
+import time
+
+
+def _settle(stage, seconds: float = 1.0) -> None:
+    """Let the client store a little more after the run, then stop it."""
+    time.sleep(seconds)
+    stage.client.stop()
+
+
+def assert_all_on(stage, url: str) -> dict:
+    """Every instance the old server had, and every one the client got a 200 for, is on the
+    server at `url` with the same MD5 (all of them, not a sample)."""
+    there = stage.ids_md5(url)
+    assert stage.client.stored, "the client stored nothing"
+    missing = {i for i in stage.client.stored if i not in there}
+    assert not missing, f"{len(missing)} client instances missing on {url}"
+    different = {i for i, md5 in stage.client.stored.items() if there[i] != md5}
+    assert not different
+    return there
+
+
+def test_move_with_a_load_balancer_hook_loses_nothing(stage_factory):
+    stage = stage_factory()
+    before = stage.ids_md5(stage.old.url)
+    code, report, err = stage.old.cli("run", str(stage.plan()))
+    assert code == 0, (report, err)
+    _settle(stage)
+    there = assert_all_on(stage, stage.new.url)
+    assert all(there.get(i) == md5 for i, md5 in before.items())
+    steps = {s["id"]: s for s in report["steps"]}
+    freeze = steps["switch"]["facts"]["write_freeze_s"]
+    assert freeze is not None and freeze > 0
+    assert stage.client.refused > 0 or stage.client.longest_gap() >= 0
+    print(f"write freeze: tool {freeze:.2f} s, client's longest gap "
+          f"{stage.client.longest_gap():.2f} s")
+
+
+def test_move_by_stopping_the_old_server_copies_the_rest_from_its_storage(stage_factory):
+    stage = stage_factory()
+    code, report, err = stage.old.cli("run", str(stage.plan(freeze="stop")))
+    assert code == 0, (report, err)
+    steps = {s["id"]: s for s in report["steps"]}
+    assert steps["freeze"]["facts"]["by"] == "storage"
+    _settle(stage)
+    assert_all_on(stage, stage.new.url)
+    assert not stage.old.processes()  # the old server stays stopped: the way back is rollback
