@@ -15,6 +15,7 @@ Every write goes through the replication run's `Writes`, made from the host's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,12 +112,16 @@ def prime(pair: Pair, since: int, changes: Changes) -> None:
                   f"into {pair.target.base_url}", store.save, state)
 
 
-def follow(pair: Pair, changes: Changes, *, verify: bool = False) -> Pass:
-    """Copy what the source's /changes lists after the saved cursor; one pass."""
+def follow(pair: Pair, changes: Changes, *, verify: bool = False,
+           progress: Callable[[int], None] | None = None) -> Pass:
+    """Copy what the source's /changes lists after the saved cursor; one pass.
+    `progress(n)` is called with the number of instances handled so far."""
     options = Options(workers=pair.workers, verify=verify, presence=PresenceMode.AUTO,
                       policy=pair.policy)
     writes = writes_for(changes)
-    summary = Replication(pair.source, pair.target, pair.store(), options, writes).run()
+    report = (lambda summary, total: progress(summary.processed)) if progress else None
+    summary = Replication(pair.source, pair.target, pair.store(), options, writes,
+                          report).run()
     return _pass(summary, cursor_of(pair))
 
 

@@ -30,6 +30,8 @@ from orchestrator.steps.bluegreen import pair as pairs
 from orchestrator.steps.bluegreen.pair import Login
 from orchestrator.steps.kind import StepKind
 
+PROGRESS_EVERY = 50  # instances handled between two progress records in the journal
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReplicateOptions(StepOptions):
@@ -125,7 +127,11 @@ class Replicate(StepBase[ReplicateOptions, ReplicateIntent, ReplicateFacts]):
                                start_seq=last_seq(p.source, p.policy))
 
     def apply(self, host: Host, ctx: RunContext, intent: ReplicateIntent) -> ReplicateFacts:
-        done = follow(pairs.pair(ctx), host.changes)
+        def progress(handled: int) -> None:
+            if handled % PROGRESS_EVERY == 0:
+                ctx.persist(self.id, {"handled": handled})
+
+        done = follow(pairs.pair(ctx), host.changes, progress=progress)
         if done.aborted:
             raise RefusedError(f"the copy stopped: {done.aborted}",
                                hint="`orchestrator resume` continues from where it stopped")
