@@ -1,7 +1,8 @@
 """replicate: the bulk copy of a blue/green move, while the old server keeps serving.
 
 Before anything runs it refuses a move that cannot end well: the same server
-twice (same URL, or the same DatabaseServerIdentifier), a new server that
+twice (the same URL after resolving, or the same DatabaseServerIdentifier, which
+Orthanc reports from 1.11 on), a new server that
 recycles (MaximumStorageSize / MaximumPatientCount in its configuration), a new
 server holding data the old one lacks (unless `allow_nonempty`); it warns when
 the new server runs an older Orthanc. Then it follows the old server's
@@ -15,6 +16,7 @@ never changed.
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from orchestrator.orthanc.config import load_config
 from orchestrator.replication.follow import follow, last_seq
 from orchestrator.replication.inventory import rest_ids
 from orchestrator.replication.target import connect
+from orchestrator.replication.transport import Endpoint
 from orchestrator.steps.base import RunContext, StepBase, StepFacts, StepIntent, StepOptions
 from orchestrator.steps.bluegreen import pair as pairs
 from orchestrator.steps.bluegreen.pair import Login
@@ -60,6 +63,19 @@ class ReplicateFacts(StepFacts):
     seconds: float = 0.0
 
 
+def _addresses(endpoint: Endpoint) -> set[str]:
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(endpoint.host, endpoint.port,
+                                                          type=socket.SOCK_STREAM)}
+    except OSError:
+        return set()
+
+
+def _same_address(a: Endpoint, b: Endpoint) -> bool:
+    """The same URL after resolving: a shared address, the same port and path."""
+    return (a.port, a.prefix) == (b.port, b.prefix) and bool(_addresses(a) & _addresses(b))
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".") if p.isdigit())
 
@@ -75,7 +91,7 @@ class Replicate(StepBase[ReplicateOptions, ReplicateIntent, ReplicateFacts]):
 
     def check(self, host: Host, ctx: RunContext) -> list[str]:
         p = pairs.pair(ctx)
-        if p.source.base_url == p.target.base_url:
+        if p.source.base_url == p.target.base_url or _same_address(p.source, p.target):
             raise RefusedError(f"the old and the new server are the same ({p.source.base_url})",
                                hint="give the new server's URL in replicate: {to: ...}")
         old = connect(p.source, "old server", p.policy)
