@@ -46,11 +46,11 @@ def test_verify_catches_an_instance_missing_on_the_target_and_the_move_rolls_bac
 def test_the_same_server_twice_is_refused(stage_factory):
     stage = stage_factory()
     same = stage.old.url.replace("127.0.0.1", "localhost")  # another URL, the same server
-    plan = stage.old.plan(f"  - replicate: {{to: {same}}}\n  - switch\n")
+    plan = stage.old.plan(f"  - replicate: {{to: {same}}}\n")
     code, report, err = stage.old.cli("run", str(plan))
     assert code == 1, (report, err)
     assert "the same" in report["error"]
-    plan = stage.old.plan(f"  - replicate: {{to: {stage.old.url}}}\n  - switch\n")
+    plan = stage.old.plan(f"  - replicate: {{to: {stage.old.url}}}\n")
     code, report, err = stage.old.cli("run", str(plan))
     assert code == 1 and "the same" in report["error"], (report, err)
 
@@ -61,7 +61,7 @@ def test_a_target_with_data_the_source_lacks_is_refused_with_counts(stage_factor
     for n in range(3):
         requests.post(f"{stage.new.url}/instances", timeout=10,
                       data=make_instance(777, 0, 0, n, rows=8, cols=8)).raise_for_status()
-    plan = stage.old.plan(f"  - replicate: {{to: {stage.new.url}}}\n  - switch\n")
+    plan = stage.old.plan(f"  - replicate: {{to: {stage.new.url}}}\n")
     code, report, err = stage.old.cli("run", str(plan))
     assert code == 1 and "already holds 3 instances" in report["error"], (report, err)
     allowed = stage.old.plan(f"  - replicate: {{to: {stage.new.url}, allow_nonempty: true}}\n"
@@ -78,7 +78,7 @@ def test_a_recycling_target_is_refused(stage_factory, tmp_path):
     config = tmp_path / "new.json"
     config.write_text(json.dumps({"MaximumPatientCount": 10}))
     plan = stage.old.plan(f"  - replicate: {{to: {stage.new.url}, target_config: {config}}}\n"
-                          "  - switch\n")
+                          "")
     code, report, err = stage.old.cli("run", str(plan))
     assert code == 1 and "MaximumPatientCount" in report["error"], (report, err)
 
@@ -88,7 +88,7 @@ def test_the_target_password_is_never_written(stage_factory, tmp_path):
     locked = OrthancServer(tmp_path / "locked", username="admin", password="s3cret-pw").start()
     try:
         plan = stage.old.plan(f"  - replicate: {{to: {locked.url}, credentials: {{username: admin,"
-                              " password_env: NEW_PW}}\n  - catch-up\n  - switch\n")
+                              " password_env: NEW_PW}}\n  - catch-up\n")
         code, report, err = stage.old.cli("run", str(plan), env={"NEW_PW": "s3cret-pw"})
         assert code == 0, (report, err)
         assert "s3cret-pw" not in json.dumps(report) + err + _journal_text(stage)
