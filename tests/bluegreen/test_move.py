@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from tests.bluegreen.front import read_route
+
 
 def _settle(stage, seconds: float = 1.0) -> None:
     """Let the client store a little more after the run, then stop it."""
@@ -48,3 +50,15 @@ def test_move_by_stopping_the_old_server_copies_the_rest_from_its_storage(stage_
     _settle(stage)
     assert_all_on(stage, stage.new.url)
     assert not stage.old.processes()  # the old server stays stopped: the way back is rollback
+
+
+def test_a_dry_run_changes_nothing_and_counts_what_it_would_copy(stage_factory):
+    stage = stage_factory()
+    code, report, err = stage.old.cli("plan", str(stage.plan()))
+    assert code == 0, (report, err)
+    assert stage.ids_md5(stage.new.url) == {}
+    assert read_route(stage.route) == {"port": stage.old.port, "frozen": False}
+    assert stage.old.processes()
+    steps = {s["id"]: s for s in report["steps"]}
+    assert "would copy" in steps["replicate"]["detail"]
+    assert not list(stage.old.state.rglob("replicate-*.json"))  # no resume state written
