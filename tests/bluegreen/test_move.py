@@ -34,6 +34,8 @@ def test_move_with_a_load_balancer_hook_loses_nothing(stage_factory):
     there = assert_all_on(stage, stage.new.url)
     assert all(there.get(i) == md5 for i, md5 in before.items())
     steps = {s["id"]: s for s in report["steps"]}
+    assert steps["catch-up"]["facts"]["md5_checked"] >= len(before)  # outside the freeze
+    assert steps["verify-copy"]["facts"]["comparison"]["ok"]
     freeze = steps["switch"]["facts"]["write_freeze_s"]
     assert freeze is not None and freeze > 0
     assert stage.client.refused > 0 or stage.client.longest_gap() >= 0

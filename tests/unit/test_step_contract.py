@@ -74,7 +74,7 @@ SAMPLES: dict[StepKind, tuple[StepIntent, StepFacts]] = {
     StepKind.COMMAND: (CommandIntent(argv=("/bin/true", "a b"), undo=("/bin/false",)),
                        CommandFacts(returncode=0, tail="ok")),
     StepKind.REPLICATE: (ReplicateIntent(source="http://a:8042", target="http://b:8042",
-                                         start_seq=7),
+                                         start_seq=7, target_extra=("x",)),
                          ReplicateFacts(copied=3, present=1, failed=1, cursor=9, seconds=0.5)),
     StepKind.CATCH_UP: (StepIntent(), CatchUpFacts(passes=2, copied=3, failed=0, cursor=12,
                                                    md5_checked=4, md5_different=0)),

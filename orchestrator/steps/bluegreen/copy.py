@@ -15,7 +15,6 @@ never changed.
 
 from __future__ import annotations
 
-import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ class ReplicateIntent(StepIntent):
     source: str  # URLs without credentials
     target: str
     start_seq: int  # the old server's last change when the copy began
+    target_extra: tuple[str, ...] = ()  # what the new server held that the old one lacked
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +106,9 @@ class Replicate(StepBase[ReplicateOptions, ReplicateIntent, ReplicateFacts]):
             warnings.append(f"the new server runs Orthanc {new.get('Version')}, older than the "
                             f"old server's {old.get('Version')}")
         warnings += self._limits()
-        extra = self._target_extra(ctx, p)
+        if self._begun(ctx) is not None:
+            return warnings  # a resumed copy: the new server holds the old one's instances
+        extra = sorted(rest_ids(p.target, p.policy) - rest_ids(p.source, p.policy))
         if extra and not self.options.allow_nonempty:
             raise RefusedError(f"the new server {p.target.base_url} already holds {len(extra)} "
                                "instances that the old server does not have",
@@ -129,18 +131,21 @@ class Replicate(StepBase[ReplicateOptions, ReplicateIntent, ReplicateFacts]):
                                    hint=f"set {key} to 0 on the new server for the move")
         return []
 
-    def _target_extra(self, ctx: RunContext, p) -> list[str]:
-        """What the new server holds that the old one lacks, kept for verify-copy."""
-        target = rest_ids(p.target, p.policy)
-        extra = sorted(target - rest_ids(p.source, p.policy)) if target else []
-        pairs.state_dir(ctx).mkdir(parents=True, exist_ok=True)
-        (pairs.state_dir(ctx) / pairs.TARGET_EXTRA).write_text(json.dumps(extra))
-        return extra
+    def _begun(self, ctx: RunContext) -> ReplicateIntent | None:
+        """The intent of this run's earlier attempt at the copy (a resume), if any."""
+        record = ctx.records.get(self.id)
+        return self.intent_of(record) if record is not None else None
 
     def intend(self, host: Host, ctx: RunContext) -> ReplicateIntent:
+        begun = self._begun(ctx)
+        if begun is not None:
+            return begun  # the move began then: its start and the new server's own data
         p = pairs.pair(ctx)
+        target = rest_ids(p.target, p.policy)
+        extra = sorted(target - rest_ids(p.source, p.policy)) if target else []
         return ReplicateIntent(source=p.source.base_url, target=p.target.base_url,
-                               start_seq=last_seq(p.source, p.policy))
+                               start_seq=last_seq(p.source, p.policy),
+                               target_extra=tuple(extra))
 
     def apply(self, host: Host, ctx: RunContext, intent: ReplicateIntent) -> ReplicateFacts:
         def progress(handled: int) -> None:

@@ -23,7 +23,6 @@ from orchestrator.steps.kind import StepKind
 from orchestrator.steps.record import Record
 
 STATE_FOLDER = "blue-green"  # in the run's folder: resume states, checked MD5s
-TARGET_EXTRA = "target-extra.json"  # what the new server held beforehand that the old lacks
 
 
 @dataclass(frozen=True, kw_only=True)

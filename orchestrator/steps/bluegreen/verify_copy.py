@@ -13,7 +13,6 @@ A verification of a copy that a dry run did not make is described, not run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from orchestrator.errors import RefusedError
@@ -22,7 +21,8 @@ from orchestrator.orthanc.index import index_path
 from orchestrator.replication.inventory import Checked, Comparison, compare, index_md5s, rest_ids
 from orchestrator.replication.target import count_instances
 from orchestrator.replication.transport import Endpoint
-from orchestrator.steps.base import RunContext, StepBase, StepFacts, StepIntent, StepOptions
+from orchestrator.steps.base import (RunContext, StepBase, StepFacts, StepIntent, StepOptions,
+                                     latest)
 from orchestrator.steps.bluegreen import pair as pairs
 from orchestrator.steps.kind import StepKind
 from orchestrator.steps.record import Json
@@ -98,11 +98,11 @@ def _delete(target: Endpoint, iid: str) -> int:
     return 1
 
 
-def _extra_before(ctx: RunContext) -> list[str]:
-    try:
-        return json.loads((pairs.state_dir(ctx) / pairs.TARGET_EXTRA).read_text())
-    except (OSError, ValueError):
-        return []
+def _extra_before(ctx: RunContext) -> tuple[str, ...]:
+    """What the new server held before the move that the old one lacked (replicate's intent)."""
+    record = latest(ctx, StepKind.REPLICATE)
+    extra = (record.intent or {}).get("target_extra") if record is not None else None
+    return tuple(str(i) for i in extra) if isinstance(extra, list) else ()
 
 
 def _text(c: Comparison) -> str:
