@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+
+import pytest
+import requests
 
 from tests.bluegreen.front import read_route
 
@@ -64,3 +69,33 @@ def test_a_dry_run_changes_nothing_and_counts_what_it_would_copy(stage_factory):
     steps = {s["id"]: s for s in report["steps"]}
     assert "would copy" in steps["replicate"]["detail"]
     assert not list(stage.old.state.rglob("replicate-*.json"))  # no resume state written
+
+
+def _with_step_before_freeze(stage, step: str, name: str, **plan_kw):
+    body = stage.plan(**plan_kw).read_text().split("steps:\n", 1)[1]
+    return stage.old.plan(body.replace("  - freeze:", f"{step}\n  - freeze:"), name=name)
+
+
+def _delete_on(url: str, iid: str) -> str:
+    return json.dumps([sys.executable, "-c", "import requests, sys; "
+                       "requests.delete(sys.argv[1]).raise_for_status()", f"{url}/instances/{iid}"])
+
+
+@pytest.mark.parametrize("apply", [False, True])
+def test_deletions_on_the_old_server_since_the_copy_began_are_reported_and_applied(
+        stage_factory, apply):
+    stage = stage_factory()
+    victim = requests.get(f"{stage.old.url}/instances", timeout=10).json()[0]
+    plan = _with_step_before_freeze(stage, f"  - command: {{argv: {_delete_on(stage.old.url, victim)}}}",
+                                    "deleting.yaml")
+    if apply:
+        plan.write_text(plan.read_text().replace("  - verify-copy\n",
+                                                 "  - verify-copy: {apply_deletions: true}\n"))
+    code, report, err = stage.old.cli("run", str(plan))
+    assert code == 0, (report, err)
+    verify = next(s for s in report["steps"] if s["id"] == "verify-copy")["facts"]
+    assert verify["deleted_on_old"] == 1 and verify["deletions_applied"] == (1 if apply else 0)
+    still = requests.get(f"{stage.new.url}/instances/{victim}", timeout=10).status_code
+    assert still == (404 if apply else 200)
+    _settle(stage)
+    assert_all_on(stage, stage.new.url)
