@@ -13,6 +13,7 @@ import requests
 
 from tests.bluegreen.client import WritingClient
 from tests.bluegreen.front import Front, write_route
+from tests.bluegreen.newer import ChrootOrthanc
 from tests.harness.dicom import make_dataset
 from tests.harness.orthanc import OrthancServer
 from tests.harness.world import World
@@ -21,10 +22,12 @@ CTL = str(Path(__file__).with_name("front_ctl.py"))
 
 
 class Stage:
-    def __init__(self, root: Path, *, fail_rate: float = 0.0, count: int = 120):
+    def __init__(self, root: Path, *, fail_rate: float = 0.0, count: int = 120,
+                 newer: Path | None = None):
         self.root = root
         self.old = World(root / "old")
-        self.new = OrthancServer(root / "new")
+        # The new server: another 1.10.1 process, or 1.12.7 from the trixie image's root.
+        self.new = ChrootOrthanc(root / "new", newer) if newer else OrthancServer(root / "new")
         self.route = root / "route.json"
         self.front: Front | None = None
         self.client: WritingClient | None = None
