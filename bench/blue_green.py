@@ -14,7 +14,9 @@ catch-up, freeze, verify-copy, switch) then moves it. Printed per round and as m
 - freeze (client): the longest time between two stores of the client that contains a
   refused store: what a writing client actually saw;
 - in-place downtime: the same data (a copy of the old server's folder) upgraded in place
-  by a stop / relocate / upgrade / start / health-check plan, the engine's downtime figure.
+  by a stop / relocate / upgrade / start / health-check plan, the engine's downtime figure;
+  once as it is (schema 6: nothing to upgrade, the floor of any in-place upgrade) and once
+  marked schema 5 (Orthanc's 5 -> 6 procedure over the same data).
 
 Everything runs on loopback on this host; the machine is shared (2 cores), so compare
 rows measured side by side, not with other hosts.
@@ -41,7 +43,7 @@ from tests.bluegreen.conftest import CTL  # noqa: E402
 from tests.bluegreen.client import WritingClient  # noqa: E402
 from tests.bluegreen.front import Front, write_route  # noqa: E402
 from tests.harness.dicom import make_instance  # noqa: E402
-from tests.harness.orthanc import OrthancServer  # noqa: E402
+from tests.harness.orthanc import OrthancServer, set_schema_version  # noqa: E402
 from tests.harness.world import World  # noqa: E402
 
 
@@ -111,11 +113,15 @@ def move_round(root: Path, count: int, rate: float, freeze: str) -> dict:
         new.stop()
 
 
-def in_place_round(root: Path, source_db: Path) -> dict:
-    """Upgrade a copy of the same data in place; the engine's downtime."""
-    world = World(root / "inplace")
+def in_place_round(root: Path, source_db: Path, schema: int) -> dict:
+    """Upgrade a copy of the same data in place; the engine's downtime. With `schema` 5 the
+    copy's index is marked schema 5, so that --upgrade runs Orthanc's 5 -> 6 procedure over
+    it (the in-place upgrade an old site needs)."""
+    world = World(root / f"inplace-{schema}")
     shutil.rmtree(world.db)
     shutil.copytree(source_db, world.db)
+    if schema != 6:
+        set_schema_version(world.db / "index", schema)
     try:
         world.start()
         plan = world.plan("  - preflight\n  - stop-service: {timeout: 120}\n"
@@ -126,7 +132,8 @@ def in_place_round(root: Path, source_db: Path) -> dict:
         code, report, err = world.cli("run", str(plan), timeout=3600)
         if code != 0:
             raise SystemExit(f"the in-place upgrade failed ({code}): {report} {err[-500:]}")
-        return {"inplace_total_s": time.monotonic() - t0, "inplace_downtime_s": report["downtime"]}
+        return {f"inplace{schema}_total_s": time.monotonic() - t0,
+                f"inplace{schema}_downtime_s": report["downtime"]}
     finally:
         world.stop()
 
@@ -137,26 +144,33 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--freeze", choices=["command", "stop"], default="command")
+    parser.add_argument("--schemas", type=int, nargs="*", default=[6, 5],
+                        help="in-place upgrades to compare: 6 (no schema change), 5 (5 -> 6)")
     args = parser.parse_args()
     rows = []
     for n in range(args.rounds):
         root = Path(tempfile.mkdtemp(prefix="bench-bg-"))
         try:
             row = move_round(root, args.instances, args.rate, args.freeze)
-            row.update(in_place_round(root, Path(row.pop("old_dir"))))
+            old_dir = Path(row.pop("old_dir"))
+            for schema in args.schemas:
+                row.update(in_place_round(root, old_dir, schema))
         finally:
             shutil.rmtree(root, ignore_errors=True)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    keys = ["fill_s", "total_s", "freeze_tool_s", "freeze_client_s", "inplace_downtime_s"]
+    keys = ["fill_s", "total_s", "freeze_tool_s", "freeze_client_s"] + \
+        [f"inplace{s}_downtime_s" for s in args.schemas]
     med = {k: statistics.median(r[k] for r in rows) for k in keys}
     print(f"\n{args.instances} instances, client at {args.rate:g}/s, freeze by {args.freeze}, "
           f"{len(rows)} round(s), medians:")
     print(f"  move total            {med['total_s']:8.1f} s")
     print(f"  write freeze (tool)   {med['freeze_tool_s']:8.2f} s   (target <= 5 s)")
     print(f"  write freeze (client) {med['freeze_client_s']:8.2f} s")
-    print(f"  in-place downtime     {med['inplace_downtime_s']:8.2f} s   "
-          f"(same data, 1.10.1 -> 1.10.1: no schema change)")
+    for schema in args.schemas:
+        what = "no schema change" if schema == 6 else f"schema {schema} -> 6"
+        print(f"  in-place downtime     {med[f'inplace{schema}_downtime_s']:8.2f} s   "
+              f"(same data, 1.10.1 --upgrade, {what})")
     print(f"  client instances lost {sum(r['client_lost'] for r in rows)}")
 
 

@@ -54,3 +54,15 @@ def test_a_plan_out_of_order_is_refused_naming_the_step(steps, message):
 
 def test_an_older_target_is_told_apart():
     assert _version("1.10.1") < _version("1.12.7") and not _version("1.12.7") < _version("1.12.7")
+
+
+def test_catch_up_stops_after_a_small_or_short_pass():
+    from orchestrator.replication.follow import Pass
+    from orchestrator.steps.bluegreen.catch_up import CatchUpOptions, converged
+
+    opts = CatchUpOptions(instances=100, seconds=5.0)
+    assert converged(Pass(99, 0, 0, 0, 60.0, 1), opts)  # few instances
+    assert converged(Pass(5000, 0, 0, 0, 4.0, 1), opts)  # a short pass
+    assert not converged(Pass(100, 0, 0, 0, 5.0, 1), opts)
+    assert converged(Pass(3, 0, 0, 2, 0.5, 1), opts)  # failures are retried later
+    assert not converged(Pass(0, 0, 0, 0, 0.1, 1, aborted="target down"), opts)

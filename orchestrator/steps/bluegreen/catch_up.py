@@ -44,8 +44,11 @@ class CatchUpFacts(StepFacts):
 
 
 def converged(last: Pass, options: CatchUpOptions) -> bool:
-    """Whether the pass was small or short enough to be the last one before the freeze."""
-    return last.ok and (last.copied < options.instances or last.seconds < options.seconds)
+    """Whether the pass was small or short enough to be the last one before the freeze.
+    Failed instances do not hold it back: every pass retries them first, the freeze's final
+    catch-up too, and verify-copy finds any still missing."""
+    return last.aborted is None and (last.copied < options.instances
+                                     or last.seconds < options.seconds)
 
 
 class CatchUp(StepBase[CatchUpOptions, StepIntent, CatchUpFacts]):
