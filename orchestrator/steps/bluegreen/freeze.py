@@ -47,7 +47,8 @@ class FreezeOptions(StepOptions):
 
 @dataclass(frozen=True, kw_only=True)
 class FreezeFacts(StepFacts):
-    frozen_at: float = 0.0  # seconds since the epoch
+    frozen_at: float = 0.0  # seconds since the epoch: the freeze took effect
+    action_s: float = 0.0  # the stop (or the hook) took this long before it
     copied: int = 0
     failed: int = 0
     by: str = ""  # "rest" or "storage"
@@ -74,12 +75,16 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
 
     def apply(self, host: Host, ctx: RunContext, intent: StepIntent) -> FreezeFacts:
         p = pairs.pair(ctx)
+        began = pairs.wall()
         if self.options.how is FreezeWay.STOP:
             host.service.stop(timeout=self.options.timeout)
         else:
             host.commands.run(self.options.argv or (), timeout=self.options.timeout)
+        # Writes are refused from here on. Orthanc 1.10 keeps storing while it shuts down as
+        # long as clients keep it busy (its stop can last tens of seconds): those instances
+        # are in its index and storage, and the final catch-up copies them.
         frozen_at = pairs.wall()
-        ctx.persist(self.id, {"frozen_at": frozen_at})
+        ctx.persist(self.id, {"frozen_at": frozen_at, "action_s": round(frozen_at - began, 3)})
         if pairs.answers(p.source):  # command, or a dry run's stop: over REST
             by, done = "rest", self._passes(p, host)
         else:
@@ -90,9 +95,12 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
             raise RefusedError(f"the final catch-up did not finish: {done.failed} failed"
                                + (f", {done.aborted}" if done.aborted else ""),
                                hint="see the new server's log; the rollback lifts the freeze")
-        return FreezeFacts(frozen_at=frozen_at, copied=done.copied, failed=done.failed, by=by,
-                           seconds=round(pairs.wall() - frozen_at, 3),
-                           summary=f"writes frozen; final catch-up ({by}): {done.text()}")
+        action = round(frozen_at - began, 3)
+        what = "stopping the old server" if self.options.how is FreezeWay.STOP else "the hook"
+        return FreezeFacts(frozen_at=frozen_at, action_s=action, copied=done.copied,
+                           failed=done.failed, by=by, seconds=round(pairs.wall() - frozen_at, 3),
+                           summary=f"writes frozen ({what} took {action:.2f} s); final catch-up "
+                           f"({by}): {done.text()}")
 
     def _passes(self, p, host: Host) -> Pass:
         for _ in range(FINAL_PASSES):
