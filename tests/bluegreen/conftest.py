@@ -61,7 +61,7 @@ class Stage:
             freeze_step = (f"  - freeze: {{how: command, argv: {self.ctl('freeze')}, "
                            f"undo: {self.ctl('thaw')}}}\n")
         else:
-            freeze_step = "  - freeze: {how: stop, timeout: 60}\n"
+            freeze_step = f"  - freeze: {{how: {freeze}, timeout: 60}}\n"
         if switch == "command":
             switch_step = (f"  - switch: {{how: command, argv: {self.ctl('route', str(self.new.port))},"
                            f" undo: {self.ctl('route', str(self.old.port), 'frozen')}}}\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from tests.bluegreen.front import read_route
 from tests.bluegreen.test_move import _settle, assert_all_on
@@ -55,3 +56,18 @@ def test_kill_during_catch_up_then_resume_finishes_the_move(stage_factory):
     assert code == 0, (report, err)
     _settle(stage)
     assert_all_on(stage, stage.new.url)
+
+
+def test_a_read_only_freeze_then_kill_and_rollback_puts_the_config_back(stage_factory):
+    stage = stage_factory()
+    config_before = stage.old.config.read_bytes()
+    plan = stage.plan(freeze="config")
+    _crash(stage, plan, "verify-copy:before")  # frozen: restarted read-only, rest copied
+    assert stage.old.config.read_bytes() != config_before
+    assert requests.post(f"{stage.old.url}/instances", data=b"x", timeout=10).status_code == 403
+    assert requests.get(f"{stage.old.url}/statistics", timeout=10).status_code == 200
+    code, report, err = stage.old.cli("rollback", str(plan))
+    assert code == 0, (report, err)
+    assert stage.old.config.read_bytes() == config_before  # byte for byte
+    _settle(stage, 2.0)
+    assert_all_on(stage, stage.old.url)  # and it takes writes again

@@ -99,3 +99,4 @@ def test_deletions_on_the_old_server_since_the_copy_began_are_reported_and_appli
     assert still == (404 if apply else 200)
     _settle(stage)
     assert_all_on(stage, stage.new.url)
+

@@ -27,6 +27,7 @@ from orchestrator.replication.follow import Pass, follow, follow_storage
 from orchestrator.run_report import Downtime
 from orchestrator.steps.base import RunContext, StepBase, StepFacts, StepIntent, StepOptions
 from orchestrator.steps.bluegreen import pair as pairs
+from orchestrator.steps.bluegreen import read_only
 from orchestrator.steps.kind import StepKind
 
 FINAL_PASSES = 3  # a write accepted just before the freeze may land during the first pass
@@ -35,6 +36,7 @@ FINAL_PASSES = 3  # a write accepted just before the freeze may land during the 
 class FreezeWay(str, Enum):
     STOP = "stop"
     COMMAND = "command"
+    CONFIG = "config"  # restart read-only (read_only.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,12 +66,16 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
     def describe(self) -> str:
         if self.options.how is FreezeWay.COMMAND and self.options.argv:
             return f"freeze writes with `{shlex.join(self.options.argv)}`, copy the rest"
+        if self.options.how is FreezeWay.CONFIG:
+            return "restart the old server read-only (a Lua filter), copy the rest"
         return "stop the old server, copy the rest from its storage folder"
 
     def check(self, host: Host, ctx: RunContext) -> list[str]:
         if self.options.how is FreezeWay.COMMAND and not self.options.argv:
             raise RefusedError("freeze: {how: command} needs an argv",
                                hint="give freeze: {how: command, argv: [...], undo: [...]}")
+        if self.options.how is FreezeWay.CONFIG:
+            read_only.check(ctx.config(), host)
         pairs.copy_step(ctx)
         return []
 
@@ -78,6 +84,10 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
         began = pairs.wall()
         if self.options.how is FreezeWay.STOP:
             host.service.stop(timeout=self.options.timeout)
+        elif self.options.how is FreezeWay.CONFIG:
+            edit = read_only.freeze(ctx.config(), host, pairs.state_dir(ctx))
+            ctx.persist(self.id, {"config_edit": edit.to_json()})
+            self._restart(host, ctx, p.source)
         else:
             host.commands.run(self.options.argv or (), timeout=self.options.timeout)
         # Writes are refused from here on. Orthanc 1.10 keeps storing while it shuts down as
@@ -96,11 +106,20 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
                                + (f", {done.aborted}" if done.aborted else ""),
                                hint="see the new server's log; the rollback lifts the freeze")
         action = round(frozen_at - began, 3)
-        what = "stopping the old server" if self.options.how is FreezeWay.STOP else "the hook"
+        what = {FreezeWay.STOP: "stopping the old server", FreezeWay.COMMAND: "the hook",
+                FreezeWay.CONFIG: "the read-only restart"}[self.options.how]
         return FreezeFacts(frozen_at=frozen_at, action_s=action, copied=done.copied,
                            failed=done.failed, by=by, seconds=round(pairs.wall() - frozen_at, 3),
                            summary=f"writes frozen ({what} took {action:.2f} s); final catch-up "
                            f"({by}): {done.text()}")
+
+    def _restart(self, host: Host, ctx: RunContext, source) -> None:
+        """Restart the old service (it reads its configuration again) and wait for its REST."""
+        ctx.forget_config()
+        if host.service.status().running:
+            host.service.stop(timeout=self.options.timeout)
+        host.service.start(timeout=self.options.timeout)
+        pairs.wait_answers(source, host.clock, self.options.timeout)
 
     def _passes(self, p, host: Host) -> Pass:
         for _ in range(FINAL_PASSES):
@@ -115,6 +134,12 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
                 return "the old server runs"
             host.service.start(timeout=self.options.timeout)
             return "started the old server again"
+        if self.options.how is FreezeWay.CONFIG:
+            edit = (record.progress or {}).get("config_edit")
+            if edit:
+                read_only.thaw(read_only.Edit.from_json(edit), host)
+            self._restart(host, ctx, pairs.pair(ctx).source)
+            return "put the old server's configuration back and restarted it"
         if not self.options.undo:
             return "no undo command given: lift the write freeze by hand"
         done = host.commands.run(self.options.undo, timeout=self.options.timeout)
@@ -123,5 +148,10 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
         if self.options.how is FreezeWay.STOP:
             return f"start the old service {ctx.plan.service.name} again"
+        if self.options.how is FreezeWay.CONFIG:
+            edit = (record.progress or {}).get("config_edit") or {}
+            return (f"put back {edit.get('file', 'the configuration')} from "
+                    f"{edit.get('backup') or '(remove the file: it is ours)'}, then restart "
+                    f"{ctx.plan.service.name}")
         undo = shlex.join(self.options.undo) if self.options.undo else "(none given)"
         return f"lift the write freeze on the old server by hand (the plan's undo: {undo})"

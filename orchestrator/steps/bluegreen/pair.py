@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import InputError, OrthancHttpError
+from orchestrator.errors import InputError, OrthancHttpError, RefusedError
+from orchestrator.host.clock import Clock
 from orchestrator.orthanc.credentials import resolve
 from orchestrator.replication.follow import Pair
 from orchestrator.replication.listing import get_json
@@ -85,3 +86,13 @@ def answers(endpoint: Endpoint) -> bool:
     except (OrthancHttpError, Unreachable):
         return False
     return True
+
+
+def wait_answers(endpoint: Endpoint, clock: Clock, timeout: float) -> None:
+    """Return once the server answers /system; raise RefusedError after `timeout` s."""
+    deadline = clock.now() + timeout
+    while not answers(endpoint):
+        if clock.now() > deadline:
+            raise RefusedError(f"{endpoint.base_url} did not answer within {timeout:g} s "
+                               "after its restart", hint="see the old server's log")
+        clock.sleep(0.1)
