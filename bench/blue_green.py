@@ -80,7 +80,7 @@ def move_round(root: Path, count: int, rate: float, freeze: str) -> dict:
         client = WritingClient(front.url, rate=rate).start()
         freeze_step = (f"  - freeze: {{how: command, argv: {ctl(route, 'freeze')}, "
                        f"undo: {ctl(route, 'thaw')}}}\n" if freeze == "command"
-                       else "  - freeze: {how: stop, timeout: 120}\n")
+                       else f"  - freeze: {{how: {freeze}, timeout: 120}}\n")
         plan = old.plan(f"  - replicate: {{to: {new.url}}}\n"
                         "  - catch-up: {instances: 100, seconds: 5}\n"
                         f"{freeze_step}"
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--freeze", choices=["command", "stop"], default="command")
+    parser.add_argument("--freeze", choices=["command", "stop", "config"], default="command")
     parser.add_argument("--schemas", type=int, nargs="*", default=[6],
                         help="in-place upgrades to compare: 6 (no schema change); 5 (5 -> 6) is "
                         "refused by preflight on 1.10.1 (the --upgrade deadlock)")

@@ -87,13 +87,15 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
         elif self.options.how is FreezeWay.CONFIG:
             edit = read_only.freeze(ctx.config(), host, pairs.state_dir(ctx))
             ctx.persist(self.id, {"config_edit": edit.to_json()})
-            self._restart(host, ctx, p.source)
+            stopped = self._restart(host, ctx, p.source)
         else:
             host.commands.run(self.options.argv or (), timeout=self.options.timeout)
         # Writes are refused from here on. Orthanc 1.10 keeps storing while it shuts down as
         # long as clients keep it busy (its stop can last tens of seconds): those instances
         # are in its index and storage, and the final catch-up copies them.
         frozen_at = pairs.wall()
+        if self.options.how is FreezeWay.CONFIG:
+            frozen_at = stopped  # no writes from the old process's exit on: none while it starts
         ctx.persist(self.id, {"frozen_at": frozen_at, "action_s": round(frozen_at - began, 3)})
         if pairs.answers(p.source):  # command, or a dry run's stop: over REST
             by, done = "rest", self._passes(p, host)
@@ -113,13 +115,16 @@ class Freeze(StepBase[FreezeOptions, StepIntent, FreezeFacts]):
                            summary=f"writes frozen ({what} took {action:.2f} s); final catch-up "
                            f"({by}): {done.text()}")
 
-    def _restart(self, host: Host, ctx: RunContext, source) -> None:
-        """Restart the old service (it reads its configuration again) and wait for its REST."""
+    def _restart(self, host: Host, ctx: RunContext, source) -> float:
+        """Restart the old service (it reads its configuration again) and wait for its REST;
+        return when (wall clock) its old process was gone."""
         ctx.forget_config()
         if host.service.status().running:
             host.service.stop(timeout=self.options.timeout)
+        stopped = pairs.wall()
         host.service.start(timeout=self.options.timeout)
         pairs.wait_answers(source, host.clock, self.options.timeout)
+        return stopped
 
     def _passes(self, p, host: Host) -> Pass:
         for _ in range(FINAL_PASSES):
