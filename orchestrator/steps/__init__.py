@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from orchestrator.steps.base import PlanView, StepBase
+from orchestrator.steps.bluegreen import CatchUp, Freeze, Replicate, Switch, VerifyCopy
 from orchestrator.steps.command import Command
 from orchestrator.steps.health import HealthCheck
 from orchestrator.steps.kind import StepKind, stage_id
@@ -38,6 +39,11 @@ STEPS: dict[StepKind, type[StepBase]] = {
     StepKind.START_SERVICE: StartService,
     StepKind.HEALTH_CHECK: HealthCheck,
     StepKind.COMMAND: Command,
+    StepKind.REPLICATE: Replicate,
+    StepKind.CATCH_UP: CatchUp,
+    StepKind.FREEZE: Freeze,
+    StepKind.VERIFY_COPY: VerifyCopy,
+    StepKind.SWITCH: Switch,
 }
 
 __all__ = ["STEPS", "StepKind", "build", "from_journal", "step_class", "stage_position"]

@@ -18,6 +18,11 @@ class StepKind(str, Enum):
     START_SERVICE = "start-service"
     HEALTH_CHECK = "health-check"
     COMMAND = "command"
+    REPLICATE = "replicate"  # blue/green: steps/bluegreen/
+    CATCH_UP = "catch-up"
+    FREEZE = "freeze"
+    VERIFY_COPY = "verify-copy"
+    SWITCH = "switch"
 
     def __str__(self) -> str:
         return self.value

@@ -33,7 +33,8 @@ ALLOWED = {
     "engine": {"steps.base", "run_report"},
     "run_report": {"steps.base"},  # the engine's report model, split from engine.py (issue 11)
     "report": set(),
-    "steps": {"orthanc", "services", "host", "plan.model"},  # the typed plan, no parser
+    "steps": {"orthanc", "services", "host", "plan.model",
+              "replication"},  # blue/green steps copy (issue 13)
     "orthanc": {"host"},
     "services": {"orthanc", "host"},
     "host": set(),
