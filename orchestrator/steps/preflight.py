@@ -19,7 +19,7 @@ from pathlib import Path
 from orchestrator.errors import OrthancHttpError, RefusedError
 from orchestrator.host.host import Host
 from orchestrator.orthanc.config import OrthancConfig
-from orchestrator.orthanc.binary import binary_version, expected_schema
+from orchestrator.orthanc.binary import binary_version, expected_schema, parse_version
 from orchestrator.orthanc.hazards import Severity, assess
 from orchestrator.orthanc.index import IndexFacts, read_index
 from orchestrator.steps.base import (Needs, RunContext, StepBase, StepFacts, StepIntent,
@@ -134,12 +134,14 @@ def read_facts(host: Host, ctx: RunContext, options: PreflightOptions) -> Prefli
     if counts is None and index is not None and index.readable:
         counts, counts_from = dict(index.counts), "index"
     schema = index.schema_version if index is not None else (system or {}).get("DatabaseVersion")
+    after = next((n.binary_after for n in needs if n.binary_after), None)  # a package step's
+    judged = parse_version(after) if after else version
     hazards = tuple(HazardFact(code=h.code, severity=h.severity, message=h.message, hint=h.hint)
-                    for h in assess(config, index, version))
+                    for h in assess(config, index, judged))
     expects = next((n.expects_version for n in needs if n.expects_version), None)
     return PreflightFacts(
         binary=Path(svc.binary), binary_version=str(version),
-        expected_schema=expected_schema(version),
+        expected_schema=expected_schema(judged),
         config_files=tuple(Path(f) for f in config.files), backend=config.index_backend,
         storage_dir=Path(config.storage_dir), index_dir=Path(config.index_dir),
         upgrade_source=index_dir, schema_version=schema,
@@ -150,10 +152,12 @@ def read_facts(host: Host, ctx: RunContext, options: PreflightOptions) -> Prefli
         running_database_version=(system or {}).get("DatabaseVersion"),
         hazards=hazards, free=_free_space(host, config, index, needs, options.min_free_mb),
         expects_version=expects,
-        binary_may_change=any(s.kind == StepKind.COMMAND for s in ctx.steps[:_first_expecting(ctx)]),
+        binary_may_change=after is not None or any(
+            s.kind == StepKind.COMMAND for s in ctx.steps[:_first_expecting(ctx)]),
         warnings=tuple(config.warnings) + tuple(host.service.warnings()),
-        summary=f"Orthanc {version}, schema {schema if schema is not None else '?'} -> "
-                f"{expected_schema(version)}, {counts_text(counts)}; service "
+        summary=f"Orthanc {version}" + (f" (the package step installs {after})" if after else "")
+                + f", schema {schema if schema is not None else '?'} -> "
+                f"{expected_schema(judged)}, {counts_text(counts)}; service "
                 f"{status.state.value}")
 
 
