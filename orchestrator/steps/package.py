@@ -296,6 +296,18 @@ class StagePackage(StepBase[PackageOptions, StageIntent, StageFacts]):
 
 # -- helpers ------------------------------------------------------------------------------
 
+def missing_way_back(host: Host, intent: PackageIntent) -> str | None:
+    """Why the versions installed before this step could not be reinstalled now (their .deb
+    is neither cached nor offered by apt), or None."""
+    pk = Packages(host.runner, host.changes)
+    for name in intent.names:
+        old = intent.before.get(name)
+        if old and pk.cached_deb(name, old) is None and old not in _downloadable(pk, name):
+            return (f"the old package {name} {old} is gone: its .deb is not in {pk.cache} and "
+                    "apt knows no source for it")
+    return None
+
+
 def index_changes(intent: PackageIntent) -> str | None:
     """"1.13.0 altered the index: ..." for the index the new binary opened (read now, with the
     service stopped), or None when it is unchanged or cannot be read."""
