@@ -29,9 +29,10 @@ from pathlib import Path
 
 from orchestrator.engine import Engine, RunReport
 from orchestrator.errors import OrchestratorError, OrthancHttpError, RefusedError
-from orchestrator.journal import Event, RunHistory, RunOutcome, StepRecord, StepState
+from orchestrator.journal import Event, RunHistory, RunOutcome, StepState
 from orchestrator.orthanc import storage
 from orchestrator.plan import Plan
+from orchestrator.run_report import Outcome
 from orchestrator.steps import from_journal
 from orchestrator.steps.kind import StepKind
 from orchestrator.steps.package import missing_way_back
@@ -67,6 +68,9 @@ def revert(plan: Plan, *, state_dir: Path | None = None, dry_run: bool = False,
         report.notes.extend(carry.notes)
         if report.exit_code == 0:
             report.notes.append(carry.send())
+            report.outcome = Outcome.PLANNED if dry_run else Outcome.DONE
+            report.error = None
+            report.notes.insert(0, f"reverted run {history.run_id}")
         return report
     finally:
         if lock is not None:

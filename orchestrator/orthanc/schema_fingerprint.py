@@ -5,9 +5,10 @@ report DatabaseVersion 6 (1.12.7 adds `Labels`; 1.13.0 adds columns to
 `AttachedFiles` and `Metadata`, a `DeletedFiles` table, replaces a trigger,
 drops two indexes and adds GlobalProperties row 7; after that 1.10.1 fails
 every store). Comparing DatabaseVersion says nothing: the fingerprint is every
-`sqlite_master` row (type, name, SQL) plus the GlobalProperties ids, as a flat
-`{"table Resources": "CREATE TABLE ...", "property 7": ""}` mapping that a
-journal keeps as it is.
+`sqlite_master` row (type, name, SQL), every table's columns (from SQLite's own
+`table_info`) and the GlobalProperties ids, as a flat mapping that a journal keeps
+as it is: `{"table Resources": "CREATE TABLE ...", "column Resources.publicId": "2",
+"property 7": ""}`.
 
 `read_fingerprint` reads a stopped index without writing next to it
 (`immutable=1`); when a WAL is left (a crash) the index and its WAL are read
@@ -20,7 +21,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
@@ -56,6 +57,10 @@ def _read(uri: str) -> Fingerprint:
         rows = con.execute("SELECT type, name, sql FROM sqlite_master "
                            "WHERE name NOT LIKE 'sqlite_%'").fetchall()
         out = {f"{kind} {name}": " ".join((sql or "").split()) for kind, name, sql in rows}
+        for kind, name, _ in rows:
+            if kind == "table":
+                for col in con.execute(f'PRAGMA table_info("{name}")'):
+                    out[f"column {name}.{col[1]}"] = str(col[0])  # its position
         if "table GlobalProperties" in out:
             for (prop,) in con.execute("SELECT property FROM GlobalProperties"):
                 out[f"property {prop}"] = ""
@@ -67,43 +72,43 @@ def _read(uri: str) -> Fingerprint:
         con.close()
 
 
-def columns(create_sql: str) -> list[str]:
-    """The column names a CREATE TABLE statement defines (parsed by SQLite itself)."""
-    con = sqlite3.connect(":memory:")
-    try:
-        con.execute(create_sql)
-        name = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchone()[0]
-        return [row[1] for row in con.execute(f'PRAGMA table_info("{name}")')]
-    except sqlite3.Error:
-        return []
-    finally:
-        con.close()
-
-
 def differences(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     """What changed from `before` to `after`, one short phrase each; empty when the same."""
+    gained = _columns(after.keys() - before.keys(), after)
+    lost = _columns(before.keys() - after.keys(), before)
     out: list[str] = []
     for key in sorted(after.keys() - before.keys(), key=_order):
         kind, name = key.split(" ", 1)
-        out.append(f"GlobalProperties gained row {name}" if kind == "property"
-                   else f"{name} {kind} added")
+        if kind == "property":
+            out.append(f"GlobalProperties gained row {name}")
+        elif kind != "column":
+            out.append(f"{name} {kind} added")
     for key in sorted(before.keys() & after.keys(), key=_order):
-        if before[key] == after[key]:
-            continue
         kind, name = key.split(" ", 1)
+        if before[key] == after[key] or kind == "column":
+            continue
         if kind == "table":
-            old, new = columns(before[key]), columns(after[key])
-            gained = [c for c in new if c not in old]
-            lost = [c for c in old if c not in new]
-            parts = ([f"gained {', '.join(gained)}"] if gained else []) + \
-                    ([f"lost {', '.join(lost)}"] if lost else [])
+            parts = ([f"gained {', '.join(gained[name])}"] if name in gained else []) + \
+                    ([f"lost {', '.join(lost[name])}"] if name in lost else [])
             out.append(f"{name} " + (" and ".join(parts) if parts else "was redefined"))
         else:
             out.append(f"{name} {kind} replaced")
     for key in sorted(before.keys() - after.keys(), key=_order):
         kind, name = key.split(" ", 1)
-        out.append(f"GlobalProperties lost row {name}" if kind == "property"
-                   else f"{name} {kind} dropped")
+        if kind == "property":
+            out.append(f"GlobalProperties lost row {name}")
+        elif kind != "column":
+            out.append(f"{name} {kind} dropped")
+    return out
+
+
+def _columns(keys: Iterable[str], where: Mapping[str, str]) -> dict[str, list[str]]:
+    """{table: [column, ...]} of the "column T.c" keys among `keys`, in the table's order."""
+    out: dict[str, list[str]] = {}
+    cols = [k for k in keys if k.startswith("column ")]
+    for key in sorted(cols, key=lambda k: (k.split(".", 1)[0], int(where.get(k) or 0))):
+        table, col = key.split(" ", 1)[1].split(".", 1)
+        out.setdefault(table, []).append(col)
     return out
 
 

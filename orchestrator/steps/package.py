@@ -32,7 +32,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import StepError
+from orchestrator.errors import OrchestratorError, StepError
 from orchestrator.host.apt_text import DpkgStatus, PackageState
 from orchestrator.host.host import Host
 from orchestrator.host.packages import (HOLD_SCRIPT, KEEP_CONFFILES, DebMissingError, PackageError,
@@ -191,6 +191,16 @@ class Package(StepBase[PackageOptions, PackageIntent, PackageFacts]):
         wrong = _not_at(Packages(host.runner, host.changes), facts.installed)
         if wrong:
             raise StepError(f"after the install dpkg records {wrong}", hint=f"see {intent.log}")
+        ctx.forget_config()
+        try:  # a kept (edited) conffile beside a new one can define a key twice
+            ctx.config()
+        except OrchestratorError as exc:
+            raise StepError(f"the new package leaves a configuration Orthanc refuses: "
+                            f"{exc.message}",
+                            hint=f"your edited conffiles were kept (--force-confold) beside the "
+                                 f"package's new ones; merge your edits into the new version "
+                                 f"(its files are in the .deb; dpkg left *.dpkg-dist in "
+                                 f"{intent.config_dir}), then run again") from None
         return facts
 
     def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:

@@ -37,11 +37,14 @@ steps:
 """
 
 
-def write_plan(host, name: str, *, folder: str, version: str, release: str,
+def write_plan(host, name: str, *, folder: str | None, version: str, release: str,
                expect: str = "") -> str:
+    """A plan with snapshot, relocate (to `folder`; None: no relocation) and the package step."""
     path = f"/root/{name}.yaml"
-    host.path(path).write_text(PLAN.format(folder=folder, version=version, release=release,
-                                           expect=expect))
+    text = PLAN.format(folder=folder, version=version, release=release, expect=expect)
+    if folder is None:
+        text = text.replace("  - relocate: {to: /var/lib/orthanc/None}\n", "")
+    host.path(path).write_text(text)
     return path
 
 
@@ -149,7 +152,8 @@ def test_kill_9_during_the_package_step_then_status_and_rollback(bookworm_host):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     status = tool(host, "status", plan)
-    assert "package" in status.stdout and "rollback" in status.stdout, status.stdout
+    assert "stopped during package" in status.stdout, status.stdout
+    assert f"orchestrator rollback {plan}" in status.stdout
     done = tool(host, "rollback", plan)
     assert done.returncode in (0, 3), done.stdout + done.stderr  # rolled back
     clean_old(host, etc)
@@ -171,10 +175,13 @@ def test_jump_to_trixie_then_revert_after_new_instances_arrived(bookworm_host):
     dry = tool(host, "revert", "--dry-run", plan)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "3 instances" in dry.stdout and host.dpkg_version() == ("ii", TRIXIE)
+    assert host.wait_http()["Version"] == "1.12.7"  # the dry run stopped nothing
     done = tool(host, "revert", plan)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert "3 instances received since the upgrade were carried back" in out
+    assert "1.12.7 altered the index: Labels table added" in out
+    assert "the old binary is not started on it" in out
     assert host.dpkg_version() == ("ii", OLD)
     assert etc_snapshot(host) == etc
     assert host.wait_http()["Version"] == "1.10.1"
