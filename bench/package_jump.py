@@ -18,7 +18,8 @@ method:
 
     python3 bench/package_jump.py [--rounds 3]
 
-Prints figures and medians; asserts nothing (target: the tool's downtime <= by hand's).
+Rounds alternate between the methods (the machine's load drifts alike for both). Prints
+figures and medians; asserts nothing (target: the tool's downtime <= by hand's).
 """
 
 from __future__ import annotations
@@ -161,14 +162,16 @@ def main() -> None:
     image = ensure_image(BOOKWORM, log=print)
     print(f"image ready in {time.monotonic() - t:.1f}s: {image}")
     wheels = build_wheels(REPO, Path(tempfile.mkdtemp(prefix="bench-wheels-")) / "py311")
-    medians = {}
-    for name, method in METHODS.items():
-        rounds = []
-        for r in range(args.rounds):
+    rounds: dict[str, list[dict]] = {name: [] for name in METHODS}
+    for r in range(args.rounds):  # interleaved: the machine's load drifts alike for both
+        for name, method in METHODS.items():
             fig = one_round(image, method, args.instances, wheels)
-            rounds.append(fig)
-            print(f"{name:8} round {r + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in fig.items()))
-        medians[name] = {k: statistics.median(f[k] for f in rounds) for k in rounds[0]}
+            rounds[name].append(fig)
+            print(f"{name:8} round {r + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in fig.items()),
+                  flush=True)
+    medians = {}
+    for name, figs in rounds.items():
+        medians[name] = {k: statistics.median(f[k] for f in figs) for k in figs[0]}
         print(f"{name:8} median : " + ", ".join(f"{k} {v:.2f}s" for k, v in medians[name].items()))
     if "tool" in medians:
         ratio = medians["tool"]["downtime"] / medians["by hand"]["downtime"]

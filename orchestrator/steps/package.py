@@ -7,6 +7,8 @@ that release's version.
 Before the stop, `stage-package` (inserted by `steps.build`) downloads the new
 packages and makes sure the .debs of the versions installed now are at hand
 (the apt cache, else `apt-get download`): nothing of that goes into the downtime.
+When the jump only adds packages besides Orthanc's own (new library versions,
+installed side by side), it installs those ahead too, while the old version runs.
 `check` refuses, before anything runs, a version apt does not know (listing
 those it does), a dpkg left half-way, and a rollback whose .debs cannot be had.
 
@@ -33,13 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError, StepError
-from orchestrator.host.apt_text import DpkgStatus, PackageState
+from orchestrator.host.apt_text import DpkgStatus, Move, PackageState, PlannedMove
 from orchestrator.host.host import Host
 from orchestrator.host.packages import (HOLD_SCRIPT, KEEP_CONFFILES, DebMissingError, PackageError,
                                         Packages, SavedPolicy, rollback_pairs, rollback_specs)
 from orchestrator.host.tree import tree_differences
 from orchestrator.journal import StepRecord, StepState
 from orchestrator.orthanc import schema_fingerprint
+from orchestrator.orthanc.index import index_is_locked
 from orchestrator.steps.base import Needs, RunContext, StepBase, StepFacts, StepIntent, StepOptions
 from orchestrator.steps.kind import StepKind
 
@@ -89,6 +92,7 @@ class StageIntent(StepIntent):
 class StageFacts(StepFacts):
     moves: tuple[str, ...] = ()  # "orthanc 1.10.1+dfsg-2+deb12u1 -> 1.12.7+dfsg-4"
     rollback_debs: tuple[Path, ...] = ()
+    preinstalled: tuple[str, ...] = ()  # NAME=VERSION of new libraries installed ahead
 
 
 def upstream(version: str) -> str:
@@ -296,12 +300,32 @@ class StagePackage(StepBase[PackageOptions, StageIntent, StageFacts]):
         pk.download(intent.release, intent.specs)
         debs = pk.ensure_debs(rollback_pairs(moves))
         texts = tuple(f"{m.name} {m.old or '(new)'} -> {m.new or '(removed)'}" for m in moves)
+        early = self._preinstall(pk, ctx, intent, moves)
         return StageFacts(moves=texts, rollback_debs=tuple(p for p in debs if p is not None),
+                          preinstalled=tuple(early),
                           summary=f"{len(moves)} packages downloaded; the .debs to go back are "
-                                  f"at hand ({len(debs)})")
+                                  f"at hand ({len(debs)})" + (
+                                      f"; {len(early)} new libraries installed ahead"
+                                      if early else ""))
+
+    def _preinstall(self, pk: Packages, ctx: RunContext, intent: StageIntent,
+                    moves: list[PlannedMove]) -> list[str]:
+        """Install ahead, while the old version runs, the packages the jump adds (new
+        libraries, side by side with the old ones), so that less is left for the downtime.
+        Only when apt would then add packages and replace or remove none; never Orthanc's."""
+        names = {s.split("=", 1)[0] for s in intent.specs}
+        fresh = [f"{m.name}={m.new}" for m in moves if m.move is Move.NEW
+                 and m.name not in names and not m.name.startswith("orthanc")]
+        if not fresh or any(m.move is not Move.NEW for m in pk.simulate(intent.release, fresh)):
+            return []
+        pk.install(intent.release, fresh, log=Path(ctx.run_dir) / f"{self.id}-apt.log")
+        return fresh
 
     def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
-        return "nothing to undo (the downloaded .debs stay in the apt cache)"
+        facts = self.facts_of(record)
+        kept = f"; the {len(facts.preinstalled)} libraries installed ahead stay (harmless)" \
+            if facts is not None and facts.preinstalled else ""
+        return "nothing to undo (the downloaded .debs stay in the apt cache)" + kept
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -336,6 +360,8 @@ def _index_schema(ctx: RunContext) -> tuple[Path | None, dict[str, str]]:
     if config.index_backend != "sqlite":
         return None, {}
     index_dir = Path(config.index_dir)
+    if index_is_locked(index_dir):  # still running (a dry run): read it after the stop only
+        return index_dir, {}
     try:
         return index_dir, schema_fingerprint.read_fingerprint(index_dir)
     except schema_fingerprint.FingerprintError:
