@@ -328,19 +328,22 @@ class StagePackage(StepBase[PackageOptions, StageIntent, StageFacts]):
         return "nothing to undo (the downloaded .debs stay in the apt cache)" + kept
 
 
-# -- helpers ------------------------------------------------------------------------------
-
 def missing_way_back(host: Host, intent: PackageIntent) -> str | None:
-    """Why the versions installed before this step could not be reinstalled now (their .deb
-    is neither cached nor offered by apt), or None."""
+    """Why the versions installed before this step cannot be reinstalled now (their .deb is
+    not cached and `apt-get download` cannot fetch it), or None; fetches a missing one."""
     pk = Packages(host.runner, host.changes)
     for name in intent.names:
         old = intent.before.get(name)
-        if old and pk.cached_deb(name, old) is None and old not in _downloadable(pk, name):
-            return (f"the old package {name} {old} is gone: its .deb is not in {pk.cache} and "
-                    "apt knows no source for it")
+        if not old:
+            continue
+        try:
+            pk.ensure_deb(name, old)
+        except DebMissingError as exc:
+            return f"the old package {name} {old} is gone: {exc.message}"
     return None
 
+
+# -- helpers ------------------------------------------------------------------------------
 
 def index_changes(intent: PackageIntent) -> str | None:
     """"1.13.0 altered the index: ..." for the index the new binary opened (read now, with the

@@ -172,6 +172,14 @@ def test_jump_to_trixie_then_revert_after_new_instances_arrived(bookworm_host):
     assert instances(host) == kept  # every instance kept
     arrived = {store(host, f"NEW-{i}") for i in range(3)}
 
+    cached = host.run(f"ls /var/cache/apt/archives/orthanc_{OLD}_*.deb").stdout.strip()
+    host.run(f"mv {cached} /root/")
+    gone = tool(host, "revert", plan)
+    assert gone.returncode == 1, gone.stdout + gone.stderr
+    assert f"the old package orthanc {OLD} is gone" in gone.stdout + gone.stderr
+    assert host.dpkg_version() == ("ii", TRIXIE) and host.wait_http()["Version"] == "1.12.7"
+    host.run(f"mv /root/{cached.rsplit('/', 1)[1]} {cached}")
+
     dry = tool(host, "revert", "--dry-run", plan)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "3 instances" in dry.stdout and host.dpkg_version() == ("ii", TRIXIE)
