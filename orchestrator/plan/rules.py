@@ -12,7 +12,8 @@ from orchestrator.plan.document import line_at
 from orchestrator.plan.model import Plan
 from orchestrator.plan.problems import KeyPath, PlanError, Problem
 
-NEEDS_STOPPED = ("snapshot", "relocate", "upgrade")
+NEEDS_STOPPED = ("snapshot", "relocate", "upgrade", "package")
+COPIES = ("snapshot", "relocate")  # the index as it was, before a new binary opens it
 
 
 def rule_problems(raw: dict, lines: dict[KeyPath, int]) -> list[Problem]:
@@ -43,6 +44,16 @@ def rule_problems(raw: dict, lines: dict[KeyPath, int]) -> list[Problem]:
         if kind == "relocate" and "upgrade" in kinds[:i]:
             at(here, f"relocate comes after upgrade (steps[{kinds.index('upgrade')}])",
                "relocate first, so the upgrade runs on the new copy")
+        if kind == "package":
+            later = [j for j, k in enumerate(kinds) if k in COPIES and j > i]
+            if later:
+                at(here, f"package comes before {kinds[later[0]]} (steps[{later[0]}]): the new "
+                   "binary must never open the only copy of the index",
+                   f"move package after {kinds[later[0]]}")
+            elif not any(k in COPIES for k in kinds[:i]):
+                at(here, "package has no snapshot or relocate before it: the new binary would "
+                   "open the only copy of the index", "add `- snapshot` (or a relocate step) "
+                   "before package")
         if kind == "stop-service":
             running, last_stop = False, i
         elif kind == "start-service":

@@ -20,6 +20,7 @@ from orchestrator.steps.bluegreen import CatchUp, Freeze, Replicate, Switch, Ver
 from orchestrator.steps.command import Command
 from orchestrator.steps.health import HealthCheck
 from orchestrator.steps.kind import StepKind, stage_id
+from orchestrator.steps.package import Package, StagePackage
 from orchestrator.steps.preflight import Preflight
 from orchestrator.steps.record import RecordError
 from orchestrator.steps.relocate import Relocate, StageLinks
@@ -35,6 +36,8 @@ STEPS: dict[StepKind, type[StepBase]] = {
     StepKind.STAGE_SNAPSHOT: StageSnapshot,
     StepKind.STAGE_LINKS: StageLinks,
     StepKind.RELOCATE: Relocate,
+    StepKind.STAGE_PACKAGE: StagePackage,
+    StepKind.PACKAGE: Package,
     StepKind.UPGRADE: Upgrade,
     StepKind.START_SERVICE: StartService,
     StepKind.HEALTH_CHECK: HealthCheck,

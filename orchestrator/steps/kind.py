@@ -14,6 +14,8 @@ class StepKind(str, Enum):
     STAGE_SNAPSHOT = "stage-snapshot"
     STAGE_LINKS = "stage-links"
     RELOCATE = "relocate"
+    STAGE_PACKAGE = "stage-package"
+    PACKAGE = "package"
     UPGRADE = "upgrade"
     START_SERVICE = "start-service"
     HEALTH_CHECK = "health-check"

@@ -17,6 +17,8 @@ from orchestrator.steps.command import CommandFacts, CommandIntent
 from orchestrator.steps.health import HealthFacts
 from orchestrator.steps.healthy import Answer
 from orchestrator.steps.kind import StepKind
+from orchestrator.steps.package import PackageFacts, PackageIntent, StageFacts as PackageStaged
+from orchestrator.steps.package import StageIntent as PackageStage
 from orchestrator.steps.preflight import FreeSpace, HazardFact, PreflightFacts
 from orchestrator.steps.record import RecordError
 from orchestrator.steps.relocate import (Edit, RelocateFacts, RelocateIntent, Rewritten,
@@ -66,6 +68,14 @@ SAMPLES: dict[StepKind, tuple[StepIntent, StepFacts]] = {
                         RelocateFacts(index_sha256={"index": "ab"}, linked=1, unlinked=2,
                                       configs=(Rewritten(file=Path("/etc/o.json"), before="a",
                                                          after="b"),))),
+    StepKind.STAGE_PACKAGE: (PackageStage(specs=("orthanc=1.12.7+dfsg-4",), release="trixie"),
+                             PackageStaged(moves=("orthanc 1 -> 2",), rollback_debs=(P,),
+                                           preinstalled=("libx=2",))),
+    StepKind.PACKAGE: (PackageIntent(names=("orthanc",), specs=("orthanc=2",), release="trixie",
+                                     old_release="bookworm", before={"orthanc": "1"},
+                                     config_copy=P, log=P, policy="ZXhpdCAxMDEK", index_dir=P,
+                                     schema_before={"table A": "CREATE TABLE A(x)"}, unit="orthanc"),
+                       PackageFacts(installed={"orthanc": "2"}, summary="s")),
     StepKind.UPGRADE: (UpgradeIntent(argv=("/usr/sbin/Orthanc", "--upgrade", "/etc/o.json"),
                                      index_dir=P, log=Path("/l/upgrade.log"),
                                      extra_logs=(Path("/var/log/u.log"),), user="orthanc", cwd="/"),
@@ -159,7 +169,8 @@ def test_every_kind_round_trips_its_intent_and_facts_through_a_journal_file(tmp_
     cls = STEPS[kind]
     given = {StepKind.COMMAND: {"argv": ["/bin/true"]}, StepKind.RELOCATE: {"to": str(P), "from": "/o"},
              StepKind.STAGE_LINKS: {"to": str(P)},
-             StepKind.REPLICATE: {"to": "http://127.0.0.1:8043"}}
+             StepKind.REPLICATE: {"to": "http://127.0.0.1:8043"},
+             StepKind.PACKAGE: {"version": "2"}, StepKind.STAGE_PACKAGE: {"version": "2"}}
     options = cls.Options.from_json(given.get(kind, {}))
     j = Journal(tmp_path / "svc.journal")
     j.append(Event.RUN_STARTED, run_id="r", mode="run", plan="p", plan_sha256="", service="svc",
@@ -207,8 +218,8 @@ def test_a_journal_this_version_cannot_read_is_refused_with_the_key_named(tmp_pa
         stop.intent_of(history.steps["stop-service"])
     assert "another version" in err.value.hint
     specs = [dict(s) for s in history.specs]
-    specs[0] = {"id": "x", "kind": "package", "options": {}}
-    with pytest.raises(RecordError, match="unknown kind 'package'"):
+    specs[0] = {"id": "x", "kind": "teleport", "options": {}}
+    with pytest.raises(RecordError, match="unknown kind 'teleport'"):
         from_journal(specs)
     specs[0] = {"id": "preflight", "kind": "preflight", "options": {"min_free": 3}}
     with pytest.raises(RecordError, match="journal: step preflight: options: unknown key 'min_free'"):
@@ -263,7 +274,9 @@ def test_journals_written_by_main_on_a_real_orthanc_read_into_typed_records(tmp_
     shutil.copy(fixture, path)
     history = Journal(path).last_run()
     steps = from_journal(history.specs)
-    assert {s.kind for s in steps} == set(StepKind) - BLUE_GREEN  # every kind, stage steps included
+    # every kind, stage steps included, but those written after main's journals were recorded
+    assert {s.kind for s in steps} == set(StepKind) - BLUE_GREEN - {StepKind.PACKAGE,
+                                                                     StepKind.STAGE_PACKAGE}
     for step in steps:
         rec = history.steps[step.id]
         intent, facts = step.intent_of(rec), step.facts_of(rec)
