@@ -11,12 +11,15 @@ method:
   .debs are already in the apt cache, as after a download ahead); `systemctl start orthanc`;
   poll /system until it answers.
 
-The tool's method (snapshot, relocation and the package step) is one more function in
-METHODS once the `package` step exists.
+- tool: `orchestrator run` of a plan with snapshot, relocate and the package step (the tool
+  installed in the host from wheels of this checkout before the round's clock starts): the
+  stage steps download and link before the stop; after it, the index copy, the
+  /etc/orthanc copy, the install (restart held back) and the health check.
 
     python3 bench/package_jump.py [--rounds 3]
 
-Prints figures and medians; asserts nothing (target: the tool's downtime <= by hand's).
+Rounds alternate between the methods (the machine's load drifts alike for both). Prints
+figures and medians; asserts nothing (target: the tool's downtime <= by hand's).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness.debian_host import BOOKWORM, VERSIONS, DebianHost, ensure_image  # noqa: E402
+from tests.harness.debian_host import (BOOKWORM, VERSIONS, DebianHost,  # noqa: E402
+                                      build_wheels, ensure_image)
 
 NEW = VERSIONS["trixie"]
 PROBER = r"""
@@ -79,7 +84,42 @@ def by_hand(host: DebianHost) -> dict[str, float]:
     return {"stop": t1 - t0, "install": t2 - t1, "start": t3 - t2, "stop_to_up": t3 - t0}
 
 
-METHODS: dict[str, Callable[[DebianHost], dict[str, float]]] = {"by hand": by_hand}
+PLAN = f"""version: 1
+state_dir: /var/lib/orchestrator
+service:
+  name: orthanc
+  manager: systemd
+  binary: /usr/sbin/Orthanc
+  config: /etc/orthanc/
+  user: orthanc
+  url: http://127.0.0.1:8042
+steps:
+  - preflight
+  - stop-service: {{timeout: 120}}
+  - snapshot
+  - relocate: {{to: /var/lib/orthanc/db-v6-next}}
+  - package: {{name: orthanc, version: "{NEW}", release: trixie}}
+  - start-service: {{timeout: 120}}
+  - health-check: {{timeout: 120}}
+"""
+WHEELS_INSIDE = "/mnt/wh"
+
+
+def tool(host: DebianHost) -> dict[str, float]:
+    """The tool's jump: one `orchestrator run` (stage steps before the stop)."""
+    host.path("/root/jump.yaml").write_text(PLAN)
+    t0 = time.time()
+    done = host.exec(["/opt/orchestrator/bin/orchestrator", "run", "--json", "/root/jump.yaml"],
+                     timeout=900, check=False)
+    total = time.time() - t0
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, (report.get("error"), report.get("hint"))
+    steps = {s["id"]: s for s in report["steps"]}
+    return {"run": total, "stage": sum(steps[i]["seconds"] or 0 for i in steps if "stage" in i),
+            "install": steps["package"]["seconds"], "reported_downtime": report["downtime"]}
+
+
+METHODS: dict[str, Callable[[DebianHost], dict[str, float]]] = {"by hand": by_hand, "tool": tool}
 
 
 def seed(host: DebianHost, n: int) -> None:
@@ -88,9 +128,12 @@ def seed(host: DebianHost, n: int) -> None:
                   data=json.dumps({"Tags": {"PatientID": f"P{i % 5}", "StudyDescription": f"S{i}"}}))
 
 
-def one_round(image: Path, method: Callable[[DebianHost], dict[str, float]], n: int) -> dict:
-    with DebianHost(image, name="bench") as host:
+def one_round(image: Path, method: Callable[[DebianHost], dict[str, float]], n: int,
+              wheels: Path) -> dict:
+    with DebianHost(image, name="bench", binds={wheels: WHEELS_INSIDE}) as host:
         host.wait_http()
+        if method is tool:
+            host.install_tool(WHEELS_INSIDE)
         boot = host.timings["boot"]
         seed(host, n)
         before = json.loads(host.http("/statistics"))["CountInstances"]
@@ -118,14 +161,17 @@ def main() -> None:
     t = time.monotonic()
     image = ensure_image(BOOKWORM, log=print)
     print(f"image ready in {time.monotonic() - t:.1f}s: {image}")
+    wheels = build_wheels(REPO, Path(tempfile.mkdtemp(prefix="bench-wheels-")) / "py311")
+    rounds: dict[str, list[dict]] = {name: [] for name in METHODS}
+    for r in range(args.rounds):  # interleaved: the machine's load drifts alike for both
+        for name, method in METHODS.items():
+            fig = one_round(image, method, args.instances, wheels)
+            rounds[name].append(fig)
+            print(f"{name:8} round {r + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in fig.items()),
+                  flush=True)
     medians = {}
-    for name, method in METHODS.items():
-        rounds = []
-        for r in range(args.rounds):
-            fig = one_round(image, method, args.instances)
-            rounds.append(fig)
-            print(f"{name:8} round {r + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in fig.items()))
-        medians[name] = {k: statistics.median(f[k] for f in rounds) for k in rounds[0]}
+    for name, figs in rounds.items():
+        medians[name] = {k: statistics.median(f[k] for f in figs) for k in figs[0]}
         print(f"{name:8} median : " + ", ".join(f"{k} {v:.2f}s" for k, v in medians[name].items()))
     if "tool" in medians:
         ratio = medians["tool"]["downtime"] / medians["by hand"]["downtime"]

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Finish an interrupted run backwards: old state, old service healthy."),
     "resume": ("orchestrator.cli.run_cmds", "resume",
                "Continue an interrupted run forwards where each done step can be verified."),
+    "revert": ("orchestrator.cli.revert_cmd", "revert",
+               "Undo the last finished run: old folder, package and version; nothing lost."),
     "replicate": ("orchestrator.cli.replicate_cmds", "replicate",
                   "Copy every instance from one Orthanc to another over REST."),
     "import-storage": ("orchestrator.cli.replicate_cmds", "import_storage",

@@ -16,9 +16,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from orchestrator.steps.base import PlanView, StepBase
+from orchestrator.steps.bluegreen import CatchUp, Freeze, Replicate, Switch, VerifyCopy
 from orchestrator.steps.command import Command
 from orchestrator.steps.health import HealthCheck
 from orchestrator.steps.kind import StepKind, stage_id
+from orchestrator.steps.package import Package, StagePackage
 from orchestrator.steps.preflight import Preflight
 from orchestrator.steps.record import RecordError
 from orchestrator.steps.relocate import Relocate, StageLinks
@@ -34,10 +36,17 @@ STEPS: dict[StepKind, type[StepBase]] = {
     StepKind.STAGE_SNAPSHOT: StageSnapshot,
     StepKind.STAGE_LINKS: StageLinks,
     StepKind.RELOCATE: Relocate,
+    StepKind.STAGE_PACKAGE: StagePackage,
+    StepKind.PACKAGE: Package,
     StepKind.UPGRADE: Upgrade,
     StepKind.START_SERVICE: StartService,
     StepKind.HEALTH_CHECK: HealthCheck,
     StepKind.COMMAND: Command,
+    StepKind.REPLICATE: Replicate,
+    StepKind.CATCH_UP: CatchUp,
+    StepKind.FREEZE: Freeze,
+    StepKind.VERIFY_COPY: VerifyCopy,
+    StepKind.SWITCH: Switch,
 }
 
 __all__ = ["STEPS", "StepKind", "build", "from_journal", "step_class", "stage_position"]

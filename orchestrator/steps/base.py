@@ -86,6 +86,7 @@ class Needs:
     copies: tuple[Copy, ...] = ()
     index_source: Path | None = None  # the upgrade works on an index copied from here
     expects_version: str | None = None  # the Orthanc version the step will insist on
+    binary_after: str | None = None  # the Orthanc version the step installs (hazards judge it)
 
 
 # -- the run's context -------------------------------------------------------------------

@@ -14,10 +14,17 @@ class StepKind(str, Enum):
     STAGE_SNAPSHOT = "stage-snapshot"
     STAGE_LINKS = "stage-links"
     RELOCATE = "relocate"
+    STAGE_PACKAGE = "stage-package"
+    PACKAGE = "package"
     UPGRADE = "upgrade"
     START_SERVICE = "start-service"
     HEALTH_CHECK = "health-check"
     COMMAND = "command"
+    REPLICATE = "replicate"  # blue/green: steps/bluegreen/
+    CATCH_UP = "catch-up"
+    FREEZE = "freeze"
+    VERIFY_COPY = "verify-copy"
+    SWITCH = "switch"
 
     def __str__(self) -> str:
         return self.value

@@ -20,7 +20,7 @@ from orchestrator.errors import OrthancHttpError, RefusedError
 from orchestrator.host.host import Host
 from orchestrator.orthanc.config import OrthancConfig
 from orchestrator.orthanc.backends import index_database
-from orchestrator.orthanc.binary import binary_version, expected_schema
+from orchestrator.orthanc.binary import binary_version, expected_schema, parse_version
 from orchestrator.orthanc.hazards import Severity, assess
 from orchestrator.orthanc.index import IndexFacts, read_index
 from orchestrator.orthanc.plugin_index import DatabaseView, view_database
@@ -147,13 +147,15 @@ def read_facts(host: Host, ctx: RunContext, options: PreflightOptions) -> Prefli
     schema = index.schema_version if index is not None else (system or {}).get("DatabaseVersion")
     if schema is None and db is not None:
         schema = db.schema_version
+    after = next((n.binary_after for n in needs if n.binary_after), None)  # a package step's
+    judged = parse_version(after) if after else version
     hazards = tuple(HazardFact(code=h.code, severity=h.severity, message=h.message, hint=h.hint)
-                    for h in assess(config, index, version, **database.hazard_args(),
+                    for h in assess(config, index, judged, **database.hazard_args(),
                                     dump_free=_dump_free(host, ctx, database)))
     expects = next((n.expects_version for n in needs if n.expects_version), None)
     return PreflightFacts(
         binary=Path(svc.binary), binary_version=str(version),
-        expected_schema=expected_schema(version),
+        expected_schema=expected_schema(judged),
         config_files=tuple(Path(f) for f in config.files), backend=config.index_backend,
         storage_dir=Path(config.storage_dir), index_dir=Path(config.index_dir),
         upgrade_source=index_dir, schema_version=schema,
@@ -164,13 +166,15 @@ def read_facts(host: Host, ctx: RunContext, options: PreflightOptions) -> Prefli
         running_database_version=(system or {}).get("DatabaseVersion"),
         hazards=hazards, free=_free_space(host, config, index, needs, options.min_free_mb),
         expects_version=expects,
-        binary_may_change=any(s.kind == StepKind.COMMAND for s in ctx.steps[:_first_expecting(ctx)]),
+        binary_may_change=after is not None or any(
+            s.kind == StepKind.COMMAND for s in ctx.steps[:_first_expecting(ctx)]),
         database=database.to_dict() if database.sections else None,
         revision=db.revision if db is not None else None,
         warnings=tuple(config.warnings) + tuple(host.service.warnings())
         + tuple(migration_warnings(host, ctx, database)),
-        summary=f"Orthanc {version}, schema {schema if schema is not None else '?'} -> "
-                f"{expected_schema(version)}, {counts_text(counts)}; service "
+        summary=f"Orthanc {version}" + (f" (the package step installs {after})" if after else "")
+                + f", schema {schema if schema is not None else '?'} -> "
+                f"{expected_schema(judged)}, {counts_text(counts)}; service "
                 f"{status.state.value}")
 
 

@@ -26,14 +26,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 # layer -> the layers (or modules) it may import, besides itself and the leaves
 ALLOWED = {
-    "cli": {"runs", "wiring", "plan", "report", "orthanc", "replication"},
+    "cli": {"runs", "wiring", "plan", "report", "orthanc", "replication",
+            "reverts"},
     "runs": {"wiring", "plan", "engine", "run_report", "steps", "orthanc", "host.runner"},
+    "reverts": {"wiring", "plan", "engine", "run_report", "steps", "orthanc"},  # a use case
     "wiring": {"plan", "steps", "orthanc", "services", "host"},
     "plan": {"orthanc.credentials"},
     "engine": {"steps.base", "run_report"},
     "run_report": {"steps.base"},  # the engine's report model, split from engine.py (issue 11)
     "report": set(),
-    "steps": {"orthanc", "services", "host", "plan.model"},  # the typed plan, no parser
+    "steps": {"orthanc", "services", "host", "plan.model",
+              "replication"},  # blue/green steps copy (issue 13)
     "orthanc": {"host"},
     "services": {"orthanc", "host"},
     "host": set(),
@@ -44,7 +47,7 @@ ALLOWED = {
 # any other top-level module importing nothing of the package but errors (found below).
 LEAVES = {"errors", "journal", "lock", "progress", "__init__", "__main__"}
 THIRD_PARTY_OWNERS = {"click": {"cli"}, "yaml": {"plan"}, "jsonschema": {"plan"}}
-COMPOSITION = {"runs": {"cli"}, "wiring": {"cli", "runs"}}  # module -> who may import it
+COMPOSITION = {"runs": {"cli"}, "wiring": {"cli", "runs", "reverts"}}  # module -> who may import it
 
 # Imports inside functions, outside cli/: only what exists on one platform only, and the
 # plan's parsers (their import costs `orchestrator --help` and `schema` tens of ms).

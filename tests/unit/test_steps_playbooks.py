@@ -25,6 +25,9 @@ def test_playbook_is_valid_and_safe(path):
     plan = load_plan(path)
     steps = build(plan)
     kinds = [s.kind for s in steps]
+    if kinds[0] == "replicate":  # a blue/green move (issue 13): no in-place upgrade
+        assert kinds == ["replicate", "catch-up", "freeze", "verify-copy", "switch"]
+        return
     assert kinds[0] == "preflight" and kinds[-1] == "health-check"
     up = kinds.index("upgrade")
     assert {"snapshot", "relocate"} & set(kinds[:up]), "no rollback point before the upgrade"

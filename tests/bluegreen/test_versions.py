@@ -1,0 +1,29 @@
+"""A move across versions: Orthanc 1.10.1 (Debian 12's, the host's) to 1.12.7 (Debian 13's,
+from the trixie test image), with the client storing throughout."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bluegreen.newer import trixie_root
+from tests.bluegreen.test_move import _settle, assert_all_on
+
+
+@pytest.fixture
+def trixie():
+    root = trixie_root()
+    if root is None:
+        pytest.skip("the trixie test image is not built here (tests/harness/debian_host.py)")
+    return root
+
+
+@pytest.mark.parametrize("freeze", ["command", "stop"])
+def test_a_move_from_1_10_1_to_1_12_7_loses_nothing(stage_factory, trixie, freeze):
+    stage = stage_factory(newer=trixie)
+    assert stage.new.version() == "1.12.7"
+    before = stage.ids_md5(stage.old.url)
+    code, report, err = stage.old.cli("run", str(stage.plan(freeze=freeze)))
+    assert code == 0, (report, err)
+    _settle(stage)
+    there = assert_all_on(stage, stage.new.url)
+    assert all(there.get(i) == md5 for i, md5 in before.items())
