@@ -21,10 +21,11 @@ from orchestrator.host.runner import Runner
 from orchestrator.orthanc.binary import (OrthancVersion, binary_version, expected_schema,
                                          schema_is_known)
 from orchestrator.orthanc.config import OrthancConfig, load_config
-from orchestrator.orthanc.hazards import Hazard, assess
+from orchestrator.orthanc.hazards import Hazard, Severity, assess
 from orchestrator.orthanc.index import IndexFacts, read_index
 from orchestrator.orthanc.plugin_index import DatabaseView, view_database
 from orchestrator.orthanc.rest import OrthancClient
+from orchestrator.paths import open_to_others
 
 REST_COUNTS = {"CountPatients": "patients", "CountStudies": "studies", "CountSeries": "series",
                "CountInstances": "instances"}
@@ -117,9 +118,24 @@ def survey(config_path: str | Path, *, binary: Path | None, runner: Runner,
     # A dry port: reads run, and nothing it could be asked to change ever would.
     database = view_database(config, databases or make_databases(Changes(dry=True), runner))
     hazards = assess(config, judged, version, binary_error=error, **database.hazard_args())
+    hazards = [*hazards, *_storage_open_to_others(config)]
     service = service_probe(config) if service_probe else None
     return Survey(config, index, binary, version, tuple(hazards), error, service, server,
                   tuple(notes), database)
+
+
+def _storage_open_to_others(config: OrthancConfig) -> list[Hazard]:
+    """Patient data in a folder every local user can enter (Debian keeps /var/lib/orthanc 0750)."""
+    found: dict[Path, str] = {}
+    for what, folder in (("StorageDirectory", config.storage_dir), ("IndexDirectory", config.index_dir)):
+        open_at = open_to_others(folder) if Path(folder).exists() else None
+        if open_at is not None:
+            found.setdefault(open_at, f"{what} {folder}")
+    return [Hazard("storage-world-readable", Severity.WARNING,
+                   f"{where}: every local user can enter {open_at}, so patient data is readable "
+                   "wherever the files' modes allow",
+                   f"chmod o-rwx {open_at} (Debian keeps /var/lib/orthanc at 0750)")
+            for open_at, where in found.items()]
 
 
 def _ask_server(config: OrthancConfig, client_for: Callable[[OrthancConfig], OrthancClient | None]

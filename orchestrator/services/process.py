@@ -90,6 +90,7 @@ class ProcessManager:
         # How to start it again: recorded by stop() from the running process, or given
         # (e.g. from a journal) by a later run that must start what an earlier one stopped.
         self.launch = launch
+        self.as_launched = False  # start() restarts launch's own argv (set when undoing a stop)
         self.stopped: tuple[Recorded, ...] = ()  # what the last stop() proved gone
         self._child: subprocess.Popen | None = None
 
@@ -132,7 +133,12 @@ class ProcessManager:
         return read_launch(main) if main else None
 
     def _argv(self, launch: Launch | None = None) -> list[str]:
-        # The plan's binary (a package upgrade replaces it in place), the original arguments.
+        # Undoing a stop restarts exactly what ran, its own binary included: a plan whose
+        # `binary:` points at a newer Orthanc must not bring that one back on the restored copy.
+        if launch is not None and self.as_launched:
+            return list(launch.argv)
+        # Forwards: the plan's binary (a package upgrade replaces it in place), the original
+        # arguments.
         if launch is not None and len(launch.argv) > 1:
             return [str(self.target.binary), *launch.argv[1:]]
         return [str(self.target.binary), str(self.target.config)]

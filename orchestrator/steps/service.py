@@ -182,8 +182,10 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
         if status.running:
             return f"already running again (PID {status.main_pid})"
         manager = host.service.manager
-        if host.service.kind == "process" and getattr(manager, "launch", None) is None:
-            manager.launch = Launch.from_dict(intent.launch)  # after a crash: as it was launched
+        if host.service.kind == "process":
+            if getattr(manager, "launch", None) is None:
+                manager.launch = Launch.from_dict(intent.launch)  # after a crash
+            manager.as_launched = True  # what ran before, its own binary included
         host.service.start(timeout=self.options.timeout)
         before = preflight_facts(ctx)
         answer = wait_healthy(host, timeout=max(UNDO_HEALTH_TIMEOUT, self.options.timeout),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
 from tests.harness.debian_host import VERSIONS
 from tests.hosts.conftest import WHEELS_INSIDE
@@ -65,9 +64,6 @@ def _wait(host, version: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.xfail(strict=True, reason="the process manager starts the plan's `binary` again on "
-                   "a rollback (services/process.py `_argv`), so the NEW binary comes back on "
-                   "the restored snapshot instead of the old one the stop recorded")
 def test_a_standalone_1_13_binary_rolls_back_to_the_old_binary_on_the_copy(
         trixie_image, wheels_trixie, host_factory):
     host = host_factory(trixie_image, wheels_trixie, name="standalone")
