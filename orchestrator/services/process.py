@@ -202,7 +202,7 @@ class ProcessManager:
             self._child = None
             tail = read_log_tail(self.target.log_file)
             raise ServiceError(
-                f"{self.target.binary} exited with {died} right after start"
+                f"{child.args[0]} exited with {died} right after start"
                 + (f"; log: {tail}" if tail else ""),
                 hint=f"see {self.target.log_file or 'its output'}")
 

@@ -183,9 +183,10 @@ class StopService(StepBase[ServiceOptions, StopIntent, StopFacts]):
             return f"already running again (PID {status.main_pid})"
         manager = host.service.manager
         if host.service.kind == "process":
-            if getattr(manager, "launch", None) is None:
-                manager.launch = Launch.from_dict(intent.launch)  # after a crash
-            manager.as_launched = True  # what ran before, its own binary included
+            # What ran before this run, as journaled before the stop: the manager's own memory
+            # may hold a later stop's (the new version's) launch by now.
+            manager.launch = Launch.from_dict(intent.launch) or manager.launch
+            manager.as_launched = True  # its own binary included
         host.service.start(timeout=self.options.timeout)
         before = preflight_facts(ctx)
         answer = wait_healthy(host, timeout=max(UNDO_HEALTH_TIMEOUT, self.options.timeout),
