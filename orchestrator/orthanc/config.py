@@ -17,23 +17,14 @@ input (exit 2) here too, named by file, line and column.
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import InputError
-from orchestrator.paths import read_regular_file
-from orchestrator.orthanc import jsonc
-
-MAX_FILE_BYTES = 16 * 1024 * 1024  # a configuration is kilobytes; refuse to slurp a disk image
-
-# Orthanc's own pattern (Toolbox::SubstituteVariables), alternatives in the same order.
-_VARIABLE = re.compile(r"""\$\{([^:]*?)\}|\$\{([^:]*?):-([^'"]*?)\}"""
-                       r"""|\$\{([^:]*?):-"([^"]*?)"\}|\$\{([^:]*?):-'([^']*?)'\}""")
+from orchestrator.orthanc.config_files import ConfigSyntaxError, Source, config_files, read_file
 
 # Index/storage plugins: their section and the backend name they provide.
 BACKEND_SECTIONS = {"PostgreSQL": "postgresql", "MySQL": "mysql", "Odbc": "odbc"}
@@ -42,16 +33,6 @@ OBJECT_STORAGE_SECTIONS = {"AwsS3Storage": ("aws-s3", "awss3"),
                            "GoogleCloudStorage": ("google-cloud", "googlecloud"),
                            "AzureBlobStorage": ("azure-blob", "azureblob")}
 PLUGIN_SUFFIXES = (".so", ".dll", ".dylib")
-
-
-class ConfigSyntaxError(InputError):
-    """A configuration file Orthanc would refuse, with the place as data."""
-
-    def __init__(self, file: Path, line: int, column: int, message: str, hint: str):
-        super().__init__(f"{file}, line {line}, column {column}: {message}", hint)
-        self.file = file
-        self.line = line
-        self.column = column
 
 
 @dataclass(frozen=True)
@@ -111,157 +92,17 @@ class OrthancConfig:
         }
 
 
-# -- variable substitution ----------------------------------------------------------
-@dataclass
-class _Substituted:
-    text: str
-    spans: list[tuple[int, int, int, int]]  # (out_start, out_end, raw_start, raw_end)
-    undefined: list[tuple[str, int, int]]  # (name, raw offset, out offset)
-
-    def raw_offset(self, offset: int) -> int:
-        """Map an offset in the substituted text back to the file's text."""
-        i = bisect.bisect_right([s[0] for s in self.spans], offset) - 1
-        if i < 0:
-            return offset
-        out_start, out_end, raw_start, raw_end = self.spans[i]
-        return raw_start if offset < out_end else raw_end + (offset - out_end)
-
-
-def _substitute(raw: str, environ: Mapping[str, str], file: Path) -> _Substituted:
-    pieces: list[str] = []
-    spans: list[tuple[int, int, int, int]] = []
-    undefined: list[tuple[str, int, int]] = []
-    pos = out = 0
-    for m in _VARIABLE.finditer(raw):
-        pieces.append(raw[pos:m.start()])
-        out += m.start() - pos
-        simple, n2, d2, n3, d3, n4, d4 = m.groups()
-        name = simple or n2 or n3 or n4
-        if not name:
-            line, col = jsonc.line_col(raw, m.start())
-            raise ConfigSyntaxError(file, line, col, f"{m.group()!r} has no variable name",
-                                    "Orthanc stops with 'Internal error' on it: name the variable")
-        default = None if simple else (d2 if n2 else d3 if n3 else d4)
-        if name in environ:
-            value = environ[name]
-        else:
-            value = default or ""
-            if default is None:
-                undefined.append((name, m.start(), out))
-        pieces.append(value)
-        spans.append((out, out + len(value), m.start(), m.end()))
-        out += len(value)
-        pos = m.end()
-    if not spans:
-        return _Substituted(raw, [], [])
-    pieces.append(raw[pos:])
-    return _Substituted("".join(pieces), spans, undefined)
-
-
-# -- one file -------------------------------------------------------------------------
-@dataclass
-class _Source:
-    path: Path
-    raw: str
-    sub: _Substituted
-    doc: jsonc.Document
-
-    def where(self, offset: int) -> tuple[int, int]:
-        return jsonc.line_col(self.raw, self.sub.raw_offset(offset))
-
-    def place(self, offset: int) -> str:
-        line, col = self.where(offset)
-        return f"{self.path}, line {line}, column {col}"
-
-
-def _read_text(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InputError(f"{path} is {size} bytes: too large for an Orthanc configuration",
-                             hint="point to the configuration file or folder")
-        data = read_regular_file(path, MAX_FILE_BYTES, what="Orthanc configuration")
-    except PermissionError as exc:
-        raise InputError(f"cannot read {path}: permission denied",
-                         hint="run as root or as the user Orthanc runs as") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}",
-                         hint="check the configuration path") from exc
-    if data.startswith(b"\xef\xbb\xbf"):  # JsonCpp skips a UTF-8 BOM
-        data = data[3:]
-    return data.decode("utf-8", "surrogateescape")
-
-
-def _read_file(path: Path, environ: Mapping[str, str], warnings: list[str]) -> _Source:
-    raw = _read_text(path)
-    sub = _substitute(raw, environ, path)
-    try:
-        doc = jsonc.parse(sub.text)
-    except jsonc.JsonSyntaxError as exc:
-        line, col = jsonc.line_col(raw, sub.raw_offset(exc.offset))
-        hint = ("Orthanc passes such text through unchanged, but the tool does not guess what "
-                "it means: save the file as UTF-8" if exc.orthanc_accepts else
-                "Orthanc refuses this file too (\"does not follow the JSON syntax\"): fix it")
-        raise ConfigSyntaxError(path, line, col, exc.message, hint) from None
-    src = _Source(path, raw, sub, doc)
-    if not isinstance(doc.value, dict):
-        line, col = src.where(doc.start)
-        raise ConfigSyntaxError(path, line, col, "the configuration must be a JSON object { ... }",
-                                "Orthanc refuses any other JSON value")
-    for name, raw_offset, out_offset in sub.undefined:
-        if not doc.in_comment(sub.text, out_offset):
-            line, _ = jsonc.line_col(raw, raw_offset)
-            warnings.append(f"{path}, line {line}: ${{{name}}} is not set in the environment: "
-                            "Orthanc substitutes an empty string")
-    for dup in doc.duplicates:
-        first, _ = src.where(dup.first_offset)
-        line, _ = src.where(dup.offset)
-        where = ".".join(str(p) for p in dup.path + (dup.key,))
-        warnings.append(f"{path}, line {line}: \"{where}\" is set again (first at line {first}): "
-                        "Orthanc uses this last one")
-    if doc.trailing is not None:
-        line, _ = src.where(doc.trailing)
-        warnings.append(f"{path}, line {line}: text after the closing '}}' is ignored by Orthanc")
-    return src
-
-
-
-def _config_files(given: Path) -> tuple[tuple[Path, ...], Path]:
-    """Return the files Orthanc reads for `given` and the folder relative paths start from."""
-    try:
-        is_dir = given.is_dir()
-        exists = is_dir or given.exists()
-    except OSError as exc:
-        raise InputError(f"cannot access {given}: {exc.strerror or exc}",
-                         hint="check the configuration path and its permissions") from exc
-    if not exists:
-        raise InputError(f"no Orthanc configuration at {given}",
-                         hint="give the configuration file or folder Orthanc is started with")
-    if not is_dir:
-        return (given,), given.parent
-    try:
-        files = sorted(p for p in given.iterdir()
-                       if p.name.lower().endswith(".json") and not p.is_dir())
-    except OSError as exc:
-        raise InputError(f"cannot list {given}: {exc.strerror or exc}",
-                         hint="run as root or as the user Orthanc runs as") from exc
-    if not files:
-        raise InputError(f"no *.json file in {given}",
-                         hint="Orthanc would start on built-in defaults: give the right folder")
-    return tuple(files), given
-
-
 # -- loading --------------------------------------------------------------------------
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> OrthancConfig:
     """Read a configuration file or folder as Orthanc does; InputError if Orthanc would refuse it."""
     env = os.environ if environ is None else environ
     given = Path(os.path.abspath(os.fspath(path)))
-    files, base = _config_files(given)
+    files, base = config_files(given)
     warnings: list[str] = []
     merged: dict = {}
-    origin: dict[str, tuple[_Source, int]] = {}  # key -> (source, offset of its final value)
+    origin: dict[str, tuple[Source, int]] = {}  # key -> (source, offset of its final value)
     for file in files:
-        src = _read_file(file, env, warnings)
+        src = read_file(file, env, warnings)
         final = {m.key: m for m in src.doc.members}  # the last one of each key wins
         for key, member in final.items():
             if key in origin:
@@ -474,54 +315,3 @@ def _json_type(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
-
-
-# -- rewriting ------------------------------------------------------------------------
-def set_string_value(text: str, key: str, new_value: str, *, section: str | None = None) -> str:
-    """Return `text` with the string value of top-level `key` replaced; every other byte kept.
-
-    With `section`, the key is looked up inside that top-level object instead
-    (`section="PostgreSQL", key="Database"`: the relocate of a database index).
-
-    Comments, formatting and trailing commas are preserved. If the key is set
-    twice, the last one (the one Orthanc uses) is replaced; a value written with
-    `${VAR}` is replaced whole. Raise InputError if the key is not set where it
-    is looked up or its value is not a string literal. To keep every byte of a file,
-    read it with encoding="utf-8", errors="surrogateescape", newline="" and write
-    it back the same way.
-    """
-    if "\x00" in new_value or _has_surrogates(new_value):
-        raise InputError(f"cannot set \"{key}\": the new value has a NUL or non-UTF-8 character",
-                         hint="use a plain path")
-    # Variables are replaced by as many digits, so offsets stay those of the text.
-    masked = _VARIABLE.sub(lambda m: "0" * len(m.group()), text)
-    start = 1 if masked.startswith("\ufeff") else 0
-    try:
-        doc = jsonc.parse(masked, start)
-    except jsonc.JsonSyntaxError as exc:
-        line, col = jsonc.line_col(text, exc.offset)
-        raise InputError(f"cannot set \"{key}\": the configuration does not parse at line {line}, "
-                         f"column {col}: {exc.message}", hint="fix the file first") from None
-    members = [m for m in doc.members if m.key == key] if isinstance(doc.value, dict) else []
-    where = "at the top level of this file"
-    if section is not None:
-        outer = [m for m in doc.members if m.key == section] if isinstance(doc.value, dict) else []
-        inner = jsonc.parse(masked, outer[-1].value_start) if outer else None
-        where = f"in the \"{section}\" object of this file"
-        members = [m for m in inner.members if m.key == key] \
-            if inner is not None and isinstance(inner.value, dict) else []
-        key = f"{section}.{key}"
-    if not members:
-        raise InputError(f"cannot set \"{key}\": it is not set {where}",
-                         hint="add it by hand, or point to the file that defines it")
-    member = members[-1]
-    if not member.is_string:
-        line, col = jsonc.line_col(text, member.value_start)
-        raise InputError(f"cannot set \"{key}\": its value at line {line}, column {col} "
-                         "is not a string literal", hint="make it a \"...\" string first")
-    literal = json.dumps(new_value, ensure_ascii=False)
-    return text[:member.value_start] + literal + text[member.value_end:]
-
-
-def _has_surrogates(s: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in s)

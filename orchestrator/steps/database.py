@@ -27,7 +27,7 @@ from orchestrator.host.databases import (
     check_name)
 from orchestrator.host.host import Host
 from orchestrator.orthanc.backends import DatabaseSection, index_database
-from orchestrator.orthanc.config import set_string_value
+from orchestrator.orthanc.config_edit import set_string_value
 from orchestrator.orthanc.plugin_index import read_index_tables
 from orchestrator.steps.base import RunContext
 from orchestrator.steps.record import Record

@@ -28,7 +28,7 @@ from pathlib import Path
 from orchestrator.errors import InputError, StepError
 from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
-from orchestrator.orthanc.config import set_string_value
+from orchestrator.orthanc.config_edit import set_string_value
 from orchestrator.steps import database as db
 from orchestrator.steps.folders import (INDEX_NAMES, LAYOUT_DEPTH, RECENT_NS,  # noqa: F401
                                         clear_target, delta)

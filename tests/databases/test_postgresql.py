@@ -339,7 +339,7 @@ def test_an_empty_database_is_not_an_orthanc_index(postgres, site_factory):
 def test_clone_then_point_the_config_at_it(postgres, site_factory):
     """The relocate mechanics: clone after the stop, rewrite Database in place (comments kept),
     start on the clone; the old database is the untouched rollback point."""
-    from orchestrator.orthanc.config import set_string_value
+    from orchestrator.orthanc.config_edit import set_string_value
 
     site = site_factory(postgres, "reloc")
     before = counts(site.orthanc)

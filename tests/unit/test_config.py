@@ -295,7 +295,7 @@ def test_missing_paths_and_empty_folders(tmp_path):
 
 
 def test_a_huge_file_is_refused_without_reading_it(tmp_path, monkeypatch):
-    import orchestrator.orthanc.config as config_module
+    import orchestrator.orthanc.config_files as config_module  # where the files are read
     monkeypatch.setattr(config_module, "MAX_FILE_BYTES", 10)
     with pytest.raises(InputError, match="too large"):
         load_config(write(tmp_path, '{ "Name": "more than ten bytes" }'), {})
@@ -332,7 +332,7 @@ SECTION_TEXT = """{
 
 
 def test_set_a_key_inside_a_section_keeps_every_other_byte():
-    from orchestrator.orthanc.config import set_string_value
+    from orchestrator.orthanc.config_edit import set_string_value
     out = set_string_value(SECTION_TEXT, "Database", "orthanc_next", section="PostgreSQL")
     assert out == SECTION_TEXT.replace('"${PG_DB}"', '"orthanc_next"')
     out = set_string_value(SECTION_TEXT, "Database", "m2", section="MySQL")
@@ -340,7 +340,7 @@ def test_set_a_key_inside_a_section_keeps_every_other_byte():
 
 
 def test_set_a_key_inside_a_section_refuses_what_it_cannot_place():
-    from orchestrator.orthanc.config import set_string_value
+    from orchestrator.orthanc.config_edit import set_string_value
     for section, key in (("PostgreSQL", "Host"), ("Odbc", "Database"), ("Name", "Database")):
         with pytest.raises(InputError) as info:
             set_string_value(SECTION_TEXT, key, "x", section=section)

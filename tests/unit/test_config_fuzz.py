@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import InputError
-from orchestrator.orthanc.config import load_config, set_string_value
+from orchestrator.orthanc.config import load_config
+from orchestrator.orthanc.config_edit import set_string_value
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

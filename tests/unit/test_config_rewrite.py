@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import InputError
-from orchestrator.orthanc.config import load_config, set_string_value
+from orchestrator.orthanc.config import load_config
+from orchestrator.orthanc.config_edit import set_string_value
 
 TEXT = """\ufeff{
   // "StorageDirectory": "/in/a/comment",
