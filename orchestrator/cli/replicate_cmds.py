@@ -83,9 +83,9 @@ def _progress(label: str):
     bar = Progress(label)
 
     def update(summary, total):
-        from orchestrator.replication.outcome import Outcome
+        from orchestrator.replication.outcome import CopyOutcome
         detail = ", ".join(f"{o.value} {summary.count(o)}" for o in
-                           (Outcome.COPIED, Outcome.PRESENT, Outcome.FAILED) if summary.count(o))
+                           (CopyOutcome.COPIED, CopyOutcome.PRESENT, CopyOutcome.FAILED) if summary.count(o))
         bar.update(summary.processed, total, detail)
     return bar, update
 

@@ -23,7 +23,7 @@ from orchestrator.host.changes import Changes
 from orchestrator.replication import inventory, listing
 from orchestrator.replication.importer import StorageImport
 from orchestrator.replication.options import DEFAULT_WORKERS, Options, PresenceMode
-from orchestrator.replication.outcome import Outcome, Summary
+from orchestrator.replication.outcome import CopyOutcome, Summary
 from orchestrator.replication.pool import RetryPolicy
 from orchestrator.replication.replicate import Replication
 from orchestrator.replication.state import ResumeState, StateStore
@@ -126,11 +126,11 @@ def follow(pair: Pair, changes: Changes, *, verify: bool = False,
 
 
 def _pass(summary: Summary, cursor: int) -> Pass:
-    return Pass(copied=summary.count(Outcome.COPIED), present=summary.count(Outcome.PRESENT),
-                skipped=summary.count(Outcome.SKIPPED), failed=summary.count(Outcome.FAILED),
+    return Pass(copied=summary.count(CopyOutcome.COPIED), present=summary.count(CopyOutcome.PRESENT),
+                skipped=summary.count(CopyOutcome.SKIPPED), failed=summary.count(CopyOutcome.FAILED),
                 seconds=summary.elapsed, cursor=cursor, aborted=summary.aborted,
                 failures=tuple(summary.failures[:20]),
-                would_copy=summary.count(Outcome.WOULD_COPY))
+                would_copy=summary.count(CopyOutcome.WOULD_COPY))
 
 
 def follow_storage(storage_dir: Path, index: Path, pair: Pair, changes: Changes) -> Pass:

@@ -27,7 +27,7 @@ from orchestrator.orthanc.storage import (Attachment, Compression, FileType, Kin
 from orchestrator.replication.bodies import FileBody, InflateBody
 from orchestrator.replication.listing import is_instance_id
 from orchestrator.replication.options import Options, PresenceMode
-from orchestrator.replication.outcome import Outcome, Result, Summary
+from orchestrator.replication.outcome import CopyOutcome, Result, Summary
 from orchestrator.replication.pool import REAL_CLOCK, Done, Work, recording_pool
 from orchestrator.replication.state import ResumeState, StateStore, Watermark
 from orchestrator.replication.target import (Presence, connect, has_instance, limit_warnings,
@@ -161,24 +161,24 @@ class StorageImport:
     # -- one item -------------------------------------------------------------------
     def _import_file(self, entry: StorageEntry) -> Result:
         if entry.problem:
-            return Result(Outcome.SKIPPED, entry.rel, entry.problem)
+            return Result(CopyOutcome.SKIPPED, entry.rel, entry.problem)
         try:
             kind, dicom = storage.classify(storage.read_file(entry.path, self.options.max_size),
                                            self.options.max_size)
         except StorageFormatError as exc:
-            return Result(Outcome.FAILED, entry.rel, f"{entry.rel}: {exc}")
+            return Result(CopyOutcome.FAILED, entry.rel, f"{entry.rel}: {exc}")
         if kind is Kind.NOT_DICOM:
-            return Result(Outcome.SKIPPED, entry.rel, NOT_DICOM)
+            return Result(CopyOutcome.SKIPPED, entry.rel, NOT_DICOM)
         if kind is Kind.UNTIL_PIXEL_DATA:
-            return Result(Outcome.SKIPPED, entry.rel, UNTIL_PIXEL_DATA)
+            return Result(CopyOutcome.SKIPPED, entry.rel, UNTIL_PIXEL_DATA)
         return self.writes.apply(
             Write.SEND, lambda: self._send(entry.rel, dicom, None, hashlib.md5(dicom).hexdigest()
                                            if self.options.verify else None),
-            Result(Outcome.WOULD_COPY, entry.rel))
+            Result(CopyOutcome.WOULD_COPY, entry.rel))
 
     def _import_attachment(self, item: Attachment | StorageEntry) -> Result:
         if isinstance(item, StorageEntry):  # a file beside the xx/ folders
-            return Result(Outcome.SKIPPED, item.rel, item.problem or NOT_DICOM)
+            return Result(CopyOutcome.SKIPPED, item.rel, item.problem or NOT_DICOM)
         att = item
         rel = _rel(att)
         judged = _judge(att)
@@ -187,15 +187,15 @@ class StorageImport:
         if self.presence.should_ask():
             lookup = has_instance(self.target, att.instance_id, self.options.policy, self.clock)
             if lookup.present is None:
-                return Result(Outcome.FAILED, rel, lookup.reason, status=lookup.status)
+                return Result(CopyOutcome.FAILED, rel, lookup.reason, status=lookup.status)
             self.presence.record(lookup.present)
             if lookup.present:
-                present = Result(Outcome.PRESENT, rel, instance_id=att.instance_id)
+                present = Result(CopyOutcome.PRESENT, rel, instance_id=att.instance_id)
                 if self.options.verify:
                     return self.writes.check(lambda: self._verify_present(rel, att), present)
                 return present
         return self.writes.apply(Write.SEND, lambda: self._send_attachment(rel, att),
-                                 Result(Outcome.WOULD_COPY, rel, instance_id=att.instance_id))
+                                 Result(CopyOutcome.WOULD_COPY, rel, instance_id=att.instance_id))
 
     def _send_attachment(self, rel: str, att: Attachment) -> Result:
         """Stream one attachment to the target, checked against its row on the way."""
@@ -210,7 +210,7 @@ class StorageImport:
             else:
                 raise StorageFormatError(f"unknown compressionType {att.compression}")
         except StorageFormatError as exc:
-            return Result(Outcome.FAILED, rel, f"{rel}: {exc}")
+            return Result(CopyOutcome.FAILED, rel, f"{rel}: {exc}")
         with body:
             return self._send(rel, body, att.instance_id, None)
 
@@ -219,13 +219,13 @@ class StorageImport:
         try:
             stored = store(self.target, body, expected, self.options.policy, self.clock)
         except BodyError as exc:
-            return Result(Outcome.FAILED, rel, f"{rel}: {exc.cause}")
-        if stored.outcome is Outcome.PRESENT:
+            return Result(CopyOutcome.FAILED, rel, f"{rel}: {exc.cause}")
+        if stored.outcome is CopyOutcome.PRESENT:
             self.presence.record(True)
         size = len(body) if isinstance(body, bytes) else body.length
         result = Result(stored.outcome, rel, stored.reason and f"{rel}: {stored.reason}",
                         size=size, instance_id=stored.instance_id, status=stored.status)
-        if self.options.verify and result.outcome in (Outcome.COPIED, Outcome.PRESENT):
+        if self.options.verify and result.outcome in (CopyOutcome.COPIED, CopyOutcome.PRESENT):
             md5 = local_md5 or getattr(body, "md5", None)
             return self._verify(result, md5 or "")
         return result
@@ -237,8 +237,8 @@ class StorageImport:
                 expected = hashlib.md5(storage.read_attachment(self.root, att,
                                                                self.options.max_size)).hexdigest()
             except StorageFormatError as exc:
-                return Result(Outcome.FAILED, rel, f"{rel}: {exc}")
-        return self._verify(Result(Outcome.PRESENT, rel, instance_id=att.instance_id), expected)
+                return Result(CopyOutcome.FAILED, rel, f"{rel}: {exc}")
+        return self._verify(Result(CopyOutcome.PRESENT, rel, instance_id=att.instance_id), expected)
 
     def _verify(self, result: Result, local_md5: str) -> Result:
         """Compare the target's MD5 of the instance with the storage file's (inline --verify)."""
@@ -260,8 +260,8 @@ class StorageImport:
             report["ok"] = False
             report["different"] += 1
         if how.startswith("error"):
-            return Result(Outcome.FAILED, result.item, f"{result.item}: verify: {how[7:]}")
-        return Result(Outcome.FAILED, result.item,
+            return Result(CopyOutcome.FAILED, result.item, f"{result.item}: verify: {how[7:]}")
+        return Result(CopyOutcome.FAILED, result.item,
                       f"{result.item}: verify: MD5 {remote or 'missing'} on the target, "
                       f"{local_md5} in the storage folder")
 
@@ -273,11 +273,11 @@ def _rel(att: Attachment) -> str:
 def _judge(att: Attachment) -> Result | None:
     """The result of an attachment that its row alone settles (skipped, or no instance)."""
     if att.file_type == FileType.DICOM_UNTIL_PIXEL_DATA:
-        return Result(Outcome.SKIPPED, _rel(att), UNTIL_PIXEL_DATA)
+        return Result(CopyOutcome.SKIPPED, _rel(att), UNTIL_PIXEL_DATA)
     if att.file_type != FileType.DICOM:
-        return Result(Outcome.SKIPPED, _rel(att), NOT_DICOM)
+        return Result(CopyOutcome.SKIPPED, _rel(att), NOT_DICOM)
     if not is_instance_id(att.instance_id):
-        return Result(Outcome.FAILED, _rel(att), f"{_rel(att)}: the index ties it to no instance")
+        return Result(CopyOutcome.FAILED, _rel(att), f"{_rel(att)}: the index ties it to no instance")
     return None
 
 

@@ -18,7 +18,7 @@ def is_transient(status: int | None) -> bool:
     return status is not None and status in TRANSIENT_STATUS
 
 
-class Outcome(Enum):
+class CopyOutcome(Enum):
     COPIED = "copied"
     PRESENT = "already present"
     WOULD_COPY = "would copy"  # --dry-run
@@ -35,7 +35,7 @@ class Outcome(Enum):
 class Result:
     """The outcome for one item (an instance ID, or a storage file's relative path)."""
 
-    outcome: Outcome
+    outcome: CopyOutcome
     item: str
     reason: str = ""
     size: int = 0
@@ -45,7 +45,7 @@ class Result:
     @property
     def transient(self) -> bool:
         """Failed for a reason that may pass (a 5xx, 408 or 429 answer)."""
-        return self.outcome is Outcome.FAILED and is_transient(self.status)
+        return self.outcome is CopyOutcome.FAILED and is_transient(self.status)
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Summary:
     source: str  # redacted URL or folder
     target: str  # redacted URL
     dry: bool = False  # nothing was written: every copy was only counted
-    counts: Counter = field(default_factory=Counter)  # Outcome -> n
+    counts: Counter = field(default_factory=Counter)  # CopyOutcome -> n
     skipped: Counter = field(default_factory=Counter)  # reason -> n
     failures: list[dict] = field(default_factory=list)  # first MAX_LISTED {item, reason}
     bytes_copied: int = 0
@@ -69,14 +69,14 @@ class Summary:
 
     def add(self, result: Result) -> None:
         self.counts[result.outcome] += 1
-        if result.outcome is Outcome.COPIED:
+        if result.outcome is CopyOutcome.COPIED:
             self.bytes_copied += result.size
-        elif result.outcome is Outcome.SKIPPED:
+        elif result.outcome is CopyOutcome.SKIPPED:
             self.skipped[result.reason] += 1
-        elif result.outcome is Outcome.FAILED and len(self.failures) < MAX_LISTED:
+        elif result.outcome is CopyOutcome.FAILED and len(self.failures) < MAX_LISTED:
             self.failures.append({"item": result.item, "reason": result.reason})
 
-    def count(self, outcome: Outcome) -> int:
+    def count(self, outcome: CopyOutcome) -> int:
         return self.counts.get(outcome, 0)
 
     @property
@@ -85,7 +85,7 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return not self.count(Outcome.FAILED) and self.aborted is None and self.verify_ok
+        return not self.count(CopyOutcome.FAILED) and self.aborted is None and self.verify_ok
 
     @property
     def exit_code(self) -> ExitCode:
@@ -94,7 +94,7 @@ class Summary:
 
     def count_table(self) -> dict[str, int]:
         """Every outcome's --json name and count, zeros included."""
-        return {o.key: self.count(o) for o in Outcome}
+        return {o.key: self.count(o) for o in CopyOutcome}
 
     @property
     def processed(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from orchestrator.errors import OrthancHttpError
 from orchestrator.host.clock import Clock, RealClock
-from orchestrator.replication.outcome import Outcome, Result, is_transient
+from orchestrator.replication.outcome import CopyOutcome, Result, is_transient
 from orchestrator.replication.state import Watermark
 from orchestrator.replication.writes import Write
 
@@ -180,7 +180,7 @@ class TransferPool:
         self._unsaved += 1
         if token is not None:
             watermark.finish(token)
-        if result.outcome is Outcome.FAILED and result.transient:
+        if result.outcome is CopyOutcome.FAILED and result.transient:
             self._streak += 1
             if self._streak >= self.breaker and self.aborted is None:
                 self.aborted = (f"stopped after {self._streak} instances in a row failed; "
@@ -200,7 +200,7 @@ def recording_pool(job: Any, state: Any, main: Watermark, *,
     """
     def on_result(result: Result) -> None:
         job.summary.add(result)
-        if result.outcome is Outcome.FAILED:
+        if result.outcome is CopyOutcome.FAILED:
             state.record_failure(result.item, result.reason)
         job.progress(job.summary, job.total)
 

@@ -20,7 +20,7 @@ from orchestrator.host.clock import Clock
 from orchestrator.replication import listing
 from orchestrator.replication.bodies import RelayBody
 from orchestrator.replication.options import Options, PresenceMode
-from orchestrator.replication.outcome import Outcome, Result, Summary
+from orchestrator.replication.outcome import CopyOutcome, Result, Summary
 from orchestrator.replication.pool import REAL_CLOCK, TransferPool, Work, recording_pool, with_retries
 from orchestrator.replication.state import ResumeState, StateStore, Watermark
 from orchestrator.replication.target import (Presence, connect, count_instances, has_instance,
@@ -125,12 +125,12 @@ class Replication:
         if self.presence.should_ask():
             lookup = has_instance(self.target, iid, policy, self.clock)
             if lookup.present is None:
-                return Result(Outcome.FAILED, iid, lookup.reason, status=lookup.status)
+                return Result(CopyOutcome.FAILED, iid, lookup.reason, status=lookup.status)
             self.presence.record(lookup.present)
             if lookup.present:
-                return Result(Outcome.PRESENT, iid, instance_id=iid)
+                return Result(CopyOutcome.PRESENT, iid, instance_id=iid)
         return self.writes.apply(Write.SEND, lambda: self._send(iid),
-                                 Result(Outcome.WOULD_COPY, iid, instance_id=iid))
+                                 Result(CopyOutcome.WOULD_COPY, iid, instance_id=iid))
 
     def _send(self, iid: str) -> Result:
         """Relay the source's file into the target (GET and POST retried together)."""
@@ -141,16 +141,16 @@ class Replication:
             if answer.status == 404:
                 if has_instance(self.source, iid, self.options.policy,
                                 self.clock).present is False:
-                    return Result(Outcome.SKIPPED, iid, "gone from the source since it was listed")
-                return Result(Outcome.FAILED, iid, "the source lists it but cannot serve its "
+                    return Result(CopyOutcome.SKIPPED, iid, "gone from the source since it was listed")
+                return Result(CopyOutcome.FAILED, iid, "the source lists it but cannot serve its "
                               f"file (GET {path}: HTTP 404)", status=404)
             if answer.status == 200:  # 200 with an empty body
-                return Result(Outcome.FAILED, iid, "the source sent an empty file")
-            return Result(Outcome.FAILED, iid, f"source GET {path}: HTTP {answer.status}"
+                return Result(CopyOutcome.FAILED, iid, "the source sent an empty file")
+            return Result(CopyOutcome.FAILED, iid, f"source GET {path}: HTTP {answer.status}"
                           f"{listing.detail(answer.data)}{hint_suffix(answer.status)}",
                           status=answer.status)
         result = stored(answer, iid)
-        if result.outcome is Outcome.PRESENT:
+        if result.outcome is CopyOutcome.PRESENT:
             self.presence.record(True)
         return Result(result.outcome, iid, result.reason, size=relayed.size,
                       instance_id=result.instance_id or iid, status=result.status)

@@ -12,7 +12,7 @@ from orchestrator.errors import OrthancHttpError, RefusedError
 from orchestrator.replication.listing import detail, get_json, status_hint
 from orchestrator.host.clock import Clock
 from orchestrator.replication.options import PresenceMode
-from orchestrator.replication.outcome import Outcome
+from orchestrator.replication.outcome import CopyOutcome
 from orchestrator.replication.pool import REAL_CLOCK, RetryPolicy, Unreachable, with_retries
 from orchestrator.replication.transport import Answer, Body, Endpoint
 
@@ -77,7 +77,7 @@ class Presence:
 
 @dataclass(frozen=True)
 class Stored:
-    outcome: Outcome  # COPIED, PRESENT or FAILED
+    outcome: CopyOutcome  # COPIED, PRESENT or FAILED
     reason: str = ""
     instance_id: str = ""
     status: int | None = None  # the HTTP status of a refusal
@@ -116,23 +116,23 @@ def store(endpoint: Endpoint, body: bytes | Body, expected_id: str | None,
 def stored(answer: Answer, expected_id: str | None) -> Stored:
     """Interpret the target's answer to POST /instances."""
     if answer.status != 200:
-        return Stored(Outcome.FAILED, f"target refused the file: HTTP {answer.status}"
+        return Stored(CopyOutcome.FAILED, f"target refused the file: HTTP {answer.status}"
                       f"{detail(answer.data)}{hint_suffix(answer.status)}",
                       status=answer.status)
     try:
         doc = json.loads(answer.data)
         status, iid = str(doc.get("Status")), str(doc.get("ID"))
     except (ValueError, AttributeError):
-        return Stored(Outcome.FAILED, "target answered the POST with something that is not "
+        return Stored(CopyOutcome.FAILED, "target answered the POST with something that is not "
                       "an Orthanc store answer")
     if expected_id and iid != expected_id:
-        return Stored(Outcome.FAILED, f"the file holds instance {iid}, not {expected_id} "
+        return Stored(CopyOutcome.FAILED, f"the file holds instance {iid}, not {expected_id} "
                       "(the source sent another instance)", instance_id=iid)
     if status == "Success":
-        return Stored(Outcome.COPIED, instance_id=iid)
+        return Stored(CopyOutcome.COPIED, instance_id=iid)
     if status == "AlreadyStored":
-        return Stored(Outcome.PRESENT, instance_id=iid)
-    return Stored(Outcome.FAILED, f"target did not store it: Status {status}", instance_id=iid)
+        return Stored(CopyOutcome.PRESENT, instance_id=iid)
+    return Stored(CopyOutcome.FAILED, f"target did not store it: Status {status}", instance_id=iid)
 
 
 def md5_of(endpoint: Endpoint, iid: str, policy: RetryPolicy,

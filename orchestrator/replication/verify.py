@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import OrthancHttpError
 from orchestrator.replication import listing
-from orchestrator.replication.outcome import MAX_LISTED, Outcome, Result
+from orchestrator.replication.outcome import MAX_LISTED, CopyOutcome, Result
 from orchestrator.replication.pool import RetryPolicy, TransferPool, Work
 from orchestrator.replication.state import Watermark
 from orchestrator.replication.target import count_instances, md5_of
@@ -29,13 +29,13 @@ class VerifyReport:
     target_extra: int | None = None
 
     def add(self, result: Result) -> None:
-        tag = result.reason.split(":", 1)[0] if result.outcome is not Outcome.PRESENT else "equal"
-        if result.outcome is Outcome.PRESENT:
+        tag = result.reason.split(":", 1)[0] if result.outcome is not CopyOutcome.PRESENT else "equal"
+        if result.outcome is CopyOutcome.PRESENT:
             for side in ("source", "target"):
                 if side in result.reason:
                     self.hashed[side] += 1
-        self.counts[tag if result.outcome is not Outcome.SKIPPED else "gone"] += 1
-        if result.outcome is Outcome.FAILED and len(self.problems) < MAX_LISTED:
+        self.counts[tag if result.outcome is not CopyOutcome.SKIPPED else "gone"] += 1
+        if result.outcome is CopyOutcome.FAILED and len(self.problems) < MAX_LISTED:
             self.problems.append({"item": result.item, "reason": result.reason})
 
     def to_dict(self) -> dict:
@@ -55,15 +55,15 @@ def compare(item: str, source_md5: str | None, source_how: str, target_md5: str 
             target_how: str) -> Result:
     """The verdict for one instance from the MD5s of both sides (None: not there)."""
     if source_md5 is None:
-        return Result(Outcome.SKIPPED, item, "gone from the source")
+        return Result(CopyOutcome.SKIPPED, item, "gone from the source")
     if target_md5 is None:
-        return Result(Outcome.FAILED, item, "missing: not on the target")
+        return Result(CopyOutcome.FAILED, item, "missing: not on the target")
     if source_md5 != target_md5:
-        return Result(Outcome.FAILED, item, f"different: MD5 {source_md5} on the source, "
+        return Result(CopyOutcome.FAILED, item, f"different: MD5 {source_md5} on the source, "
                       f"{target_md5} on the target")
     hashed = [side for side, how in (("source", source_how), ("target", target_how))
               if how == "hashed"]
-    return Result(Outcome.PRESENT, item, " ".join(hashed))
+    return Result(CopyOutcome.PRESENT, item, " ".join(hashed))
 
 
 def verify_replica(source: Endpoint, target: Endpoint, workers: int,
@@ -77,7 +77,7 @@ def verify_replica(source: Endpoint, target: Endpoint, workers: int,
                 return compare(iid, None, source_how, None, "")
             target_md5, target_how = md5_of(target, iid, policy)
         except OrthancHttpError as exc:
-            return Result(Outcome.FAILED, iid, f"error: {exc.message}")
+            return Result(CopyOutcome.FAILED, iid, f"error: {exc.message}")
         return compare(iid, source_md5, source_how, target_md5, target_how)
 
     pool = TransferPool(workers, on_result=report.add, save=lambda watermark: None)

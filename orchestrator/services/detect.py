@@ -20,7 +20,7 @@ from orchestrator.services.base import ServiceManager, ServiceTarget
 from orchestrator.services.sysv import INIT_D
 from orchestrator.services.systemd import PROPERTIES, UnitState, parse_show, unit_name
 
-KINDS = ("systemd", "sysv", "windows", "process")
+MANAGER_KINDS = ("systemd", "sysv", "windows", "process")
 
 
 def _systemd_unit(target: ServiceTarget, runner: Runner) -> tuple[bool, str]:
@@ -74,7 +74,7 @@ def make_manager(kind: str, target: ServiceTarget, runner: Runner, clock: Clock,
         from orchestrator.services.process import ProcessManager as cls
     else:
         raise InputError(f"unknown service manager {kind!r}",
-                         hint="use one of: auto, " + ", ".join(KINDS))
+                         hint="use one of: auto, " + ", ".join(MANAGER_KINDS))
     # With "auto" the caller cannot know the kind: options another kind takes are dropped.
     accepted = inspect.signature(cls.__init__).parameters
     opts = {k: v for k, v in (options or {}).items() if k in accepted}

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pydicom
 import pytest
 
-from orchestrator.replication.outcome import Outcome
+from orchestrator.replication.outcome import CopyOutcome
 from orchestrator.replication.pool import RetryPolicy
 from orchestrator.replication.options import Options, PresenceMode
 from orchestrator.replication.replicate import Replication
@@ -135,7 +135,7 @@ def test_target_dying_mid_run_stops_it_and_a_rerun_finishes(orthanc_factory, tmp
     quick = Options(workers=2, policy=RetryPolicy(attempts=3, base_delay=0.1))
     summary = Replication(src, tgt, store, quick, Writes(), progress).run()
     assert summary.exit_code == 1 and "cannot connect" in summary.aborted
-    assert summary.count(Outcome.FAILED) == 0  # the casualties of the stop are redone, not failed
+    assert summary.count(CopyOutcome.FAILED) == 0  # the casualties of the stop are redone, not failed
     target.start()
     src, tgt = Endpoint(source.url), Endpoint(target.url)
     rerun = Replication(src, tgt, store, Options(verify=True), Writes()).run()

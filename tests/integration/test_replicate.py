@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from orchestrator.orthanc.credentials import Credentials
-from orchestrator.replication.outcome import Outcome
+from orchestrator.replication.outcome import CopyOutcome
 from orchestrator.replication.options import Options
 from orchestrator.replication.replicate import Replication
 from orchestrator.replication.state import StateStore
@@ -137,7 +137,7 @@ def test_target_restart_mid_run_is_ridden_over_by_retries(source, source_md5s, t
     summary = Replication(src, tgt, store, Options(workers=4, verify=True), Writes(), progress).run()
     assert restarted.is_set()
     assert summary.ok, document(summary)
-    assert summary.count(Outcome.COPIED) + summary.count(Outcome.PRESENT) == COUNT
+    assert summary.count(CopyOutcome.COPIED) + summary.count(CopyOutcome.PRESENT) == COUNT
     assert md5s(target) == source_md5s
 
 

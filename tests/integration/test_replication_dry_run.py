@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.replication.options import Options
-from orchestrator.replication.outcome import Outcome
+from orchestrator.replication.outcome import CopyOutcome
 from orchestrator.replication.pool import RetryPolicy
 from orchestrator.replication.replicate import Replication
 from orchestrator.replication.state import StateStore
@@ -45,8 +45,8 @@ def test_dry_replicate_writes_nothing_and_counts_right(pair, tmp_path):
     assert target.statistics() == before
     assert not (tmp_path / "state").exists()  # no resume state either
     assert summary.ok and summary.dry and summary.verify is None
-    assert summary.count(Outcome.WOULD_COPY) == COUNT - HELD
-    assert summary.count(Outcome.PRESENT) == HELD and summary.count(Outcome.COPIED) == 0
+    assert summary.count(CopyOutcome.WOULD_COPY) == COUNT - HELD
+    assert summary.count(CopyOutcome.PRESENT) == HELD and summary.count(CopyOutcome.COPIED) == 0
     assert writes.counts[Write.SEND] == COUNT - HELD and writes.counts[Write.SAVE_STATE] >= 1
     assert writes.counts[Write.VERIFY] == 1
 
@@ -60,7 +60,7 @@ def test_the_same_run_for_real_would_have_written_through_the_gate(pair, tmp_pat
     # The gate does see writes, so the dry test above means something. Every POST failed with
     # a transient 500, so the breaker stopped the run after a streak of them.
     assert gate.writes and all(method == "POST" for method, _ in gate.writes)
-    assert 0 < summary.count(Outcome.FAILED) <= len(gate.writes) and summary.aborted
+    assert 0 < summary.count(CopyOutcome.FAILED) <= len(gate.writes) and summary.aborted
     assert all(f["reason"].startswith("target refused the file: HTTP 500")
                for f in summary.failures)
 

@@ -14,7 +14,7 @@ from orchestrator.host.clock import FakeClock
 from orchestrator.progress import Progress, format_duration, render
 from orchestrator.replication import listing
 from orchestrator.replication.options import PresenceMode
-from orchestrator.replication.outcome import Outcome, Result, Summary
+from orchestrator.replication.outcome import CopyOutcome, Result, Summary
 from orchestrator.replication.pool import (Checkpoint, RetryPolicy, TransferPool, Unreachable,
                                            Work, with_retries)
 from orchestrator.replication.state import MAX_FAILURES, StateStore, Watermark
@@ -187,13 +187,13 @@ def test_a_401_names_the_url_and_hints_at_credentials():
 # -- target answers -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("answer, outcome, reason", [
-    (js({"Status": "Success", "ID": ID1}), Outcome.COPIED, ""),
-    (js({"Status": "AlreadyStored", "ID": ID1}), Outcome.PRESENT, ""),
-    (js({"Status": "Success", "ID": ID2}), Outcome.FAILED, "holds instance"),
-    (js({"Status": "FilteredOut", "ID": ID1}), Outcome.FAILED, "Status FilteredOut"),
-    (js({"Message": "Bad file format", "OrthancStatus": 15}, 400), Outcome.FAILED,
+    (js({"Status": "Success", "ID": ID1}), CopyOutcome.COPIED, ""),
+    (js({"Status": "AlreadyStored", "ID": ID1}), CopyOutcome.PRESENT, ""),
+    (js({"Status": "Success", "ID": ID2}), CopyOutcome.FAILED, "holds instance"),
+    (js({"Status": "FilteredOut", "ID": ID1}), CopyOutcome.FAILED, "Status FilteredOut"),
+    (js({"Message": "Bad file format", "OrthancStatus": 15}, 400), CopyOutcome.FAILED,
      "HTTP 400 (Bad file format)"),
-    (Answer(200, b"<html>"), Outcome.FAILED, "not an Orthanc store answer"),
+    (Answer(200, b"<html>"), CopyOutcome.FAILED, "not an Orthanc store answer"),
 ])
 def test_store_interprets_every_answer(answer, outcome, reason):
     stored = store(FakeEndpoint({("POST", "/instances"): answer}), b"DICM", ID1, FAST)
@@ -204,16 +204,16 @@ def test_store_interprets_every_answer(answer, outcome, reason):
                                                 (408, True), (400, False), (401, False),
                                                 (404, False), (None, False)])
 def test_a_failure_carries_its_http_status_and_transience_is_read_from_it(status, transient):
-    result = Result(Outcome.FAILED, ID1, "any wording at all", status=status)
+    result = Result(CopyOutcome.FAILED, ID1, "any wording at all", status=status)
     assert result.status == status and result.transient is transient
-    assert not Result(Outcome.COPIED, ID1, status=500).transient
+    assert not Result(CopyOutcome.COPIED, ID1, status=500).transient
 
 
 def test_a_refused_store_keeps_the_status():
     answer = js({"Message": "Internal error"}, 503)
     stored = store(FakeEndpoint({("POST", "/instances"): answer}), b"DICM", ID1,
                    RetryPolicy(attempts=1))
-    assert stored.outcome is Outcome.FAILED and stored.status == 503
+    assert stored.outcome is CopyOutcome.FAILED and stored.status == 503
 
 
 def test_presence_auto_stops_asking_an_empty_target_and_resumes_on_a_hit():
@@ -236,7 +236,7 @@ def test_pool_stops_on_unreachable_and_keeps_the_cursor_before_it():
     def work(item):
         if item == "dead":
             raise Unreachable(DOWN)
-        return Result(Outcome.COPIED, item)
+        return Result(CopyOutcome.COPIED, item)
     mark = Watermark(0)
     pool = TransferPool(1, on_result=results.append, save=lambda w: saved.append(w.cursor))
     reason = pool.run([Work(1, "a"), Work(2, "dead"), Work(3, "b")], work, mark)
@@ -247,7 +247,7 @@ def test_pool_stops_on_unreachable_and_keeps_the_cursor_before_it():
 def test_pool_breaker_stops_a_streak_of_transient_failures():
     pool = TransferPool(1, on_result=lambda r: None, save=lambda w: None, breaker=3)
     reason = pool.run((Work(n, n) for n in range(1, 100)),
-                      lambda n: Result(Outcome.FAILED, str(n), "oops", status=500),
+                      lambda n: Result(CopyOutcome.FAILED, str(n), "oops", status=500),
                       Watermark(0))
     assert reason.startswith("stopped after 3 instances in a row failed")
 
@@ -256,10 +256,10 @@ def test_pool_breaker_stops_a_streak_of_transient_failures():
 
 def test_summary_exit_code_and_json():
     s = Summary("replicate", "http://a", "http://b")
-    s.add(Result(Outcome.COPIED, ID1, size=10))
-    s.add(Result(Outcome.SKIPPED, "x", "not DICOM"))
+    s.add(Result(CopyOutcome.COPIED, ID1, size=10))
+    s.add(Result(CopyOutcome.SKIPPED, "x", "not DICOM"))
     assert s.exit_code is ExitCode.OK
-    s.add(Result(Outcome.FAILED, ID2, "HTTP 500"))
+    s.add(Result(CopyOutcome.FAILED, ID2, "HTTP 500"))
     data = document(s)
     assert data["exit_code"] == 1 and not data["ok"]
     assert data["counts"]["copied"] == 1 and data["skipped"] == {"not DICOM": 1}
@@ -269,11 +269,11 @@ def test_summary_exit_code_and_json():
 
 
 @pytest.mark.parametrize("args, outcome, reason", [
-    (("m", "stored", "m", "stored"), Outcome.PRESENT, ""),
-    (("m", "hashed", "m", "stored"), Outcome.PRESENT, "source"),
-    (("m", "stored", None, "missing"), Outcome.FAILED, "missing"),
-    (("m", "stored", "n", "stored"), Outcome.FAILED, "different"),
-    ((None, "missing", None, ""), Outcome.SKIPPED, "gone"),
+    (("m", "stored", "m", "stored"), CopyOutcome.PRESENT, ""),
+    (("m", "hashed", "m", "stored"), CopyOutcome.PRESENT, "source"),
+    (("m", "stored", None, "missing"), CopyOutcome.FAILED, "missing"),
+    (("m", "stored", "n", "stored"), CopyOutcome.FAILED, "different"),
+    ((None, "missing", None, ""), CopyOutcome.SKIPPED, "gone"),
 ])
 def test_verify_verdicts(args, outcome, reason):
     result = compare(ID1, *args)
