@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError, OrchestratorError
-from orchestrator.lock import RunLock, read_lock_owner  # noqa: F401  (moved to lock.py; alias)
 from orchestrator.statefile import WINDOWS, UnsafeStatePathError, open_state_file, safe_name
 
 

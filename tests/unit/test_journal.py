@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from orchestrator.errors import ExitCode, InputError, JournalOpenError
-from orchestrator.journal import (Event, Journal, RunLock, RunOutcome, StepState, read_lock_owner,
-                                  safe_name)
+from orchestrator.journal import Event, Journal, RunOutcome, StepState, safe_name
+from orchestrator.lock import RunLock, read_lock_owner
 
 
 def _start(j: Journal, steps=("a", "b")) -> None:
@@ -118,7 +118,7 @@ def test_lock_excludes_a_second_holder_and_names_the_first(tmp_path):
 
 def test_stale_lock_of_a_dead_pid_is_recovered_with_a_message(tmp_path):
     code = ("import sys, os; sys.path.insert(0, sys.argv[2]);"
-            "from orchestrator.journal import RunLock;"
+            "from orchestrator.lock import RunLock;"
             "RunLock.for_service(sys.argv[1], 'svc').acquire('run'); os._exit(0)")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     dead = subprocess.run([sys.executable, "-c", code, str(tmp_path), root], check=True)

@@ -12,7 +12,8 @@ import pytest
 
 from orchestrator import runs
 from orchestrator.errors import ExitCode, InputError, JournalOpenError
-from orchestrator.journal import Event, Journal, RunLock
+from orchestrator.journal import Event, Journal
+from orchestrator.lock import RunLock
 from orchestrator.plan import parse_plan
 
 
