@@ -60,10 +60,10 @@ def fleet(tmp_path):
             w.kill_all()
 
 
-def _inventory(tmp: Path, worlds: dict[str, World]) -> Path:
+def _inventory(tmp: Path, worlds: dict[str, World], failing: str | None = "h2") -> Path:
     lines = ["[orthanc]"]
     for name, w in worlds.items():
-        expect = ", expect: {database_version: 99}" if name == "h2" else ""
+        expect = ", expect: {database_version: 99}" if name == failing else ""
         plan = w.plan(STEPS.format(to=json.dumps(str(w.root / "lib" / "db-v6-next")), expect=expect),
                       service_name=f"orthanc-{name}")
         lines.append(f"{name} orchestrator_plan={plan}")
@@ -134,3 +134,20 @@ def test_roll_stops_at_the_failing_host_and_every_host_ends_healthy(fleet):
     assert "db-v6-next" in worlds["h1"].config.read_text()
     assert "db-v6-next" not in worlds["h2"].config.read_text()
     assert worlds["h3"].config.read_bytes() == h3_config
+
+
+def test_a_second_play_over_an_upgraded_fleet_is_ok_and_changes_nothing(fleet):
+    """Issue 12: a second `ansible-playbook fleet.yml` used to fail ("db-v6-next is the
+    database folder in use"); a host whose last run of the same plan finished done is ok."""
+    tmp, worlds = fleet
+    inv = _inventory(tmp, worlds, failing=None)
+    first = _play(tmp, inv)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert all(r["changed"] >= 1 for r in _recap(first.stdout).values()), first.stdout[-3000:]
+    configs = {n: w.config.read_bytes() for n, w in worlds.items()}
+    again = _play(tmp, inv)
+    assert again.returncode == 0, again.stdout[-3000:]
+    recap = _recap(again.stdout)
+    assert all(r["failed"] == 0 and r["changed"] == 0 for r in recap.values()), again.stdout[-3000:]
+    assert again.stdout.count("already applied") == len(worlds)
+    assert {n: w.config.read_bytes() for n, w in worlds.items()} == configs
