@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness.debian_host import VERSIONS, HostError
-from tests.hosts.conftest import CHECKOUT
+from tests.hosts.conftest import CHECKOUT, WHEELS_INSIDE
 
 PLAYBOOK = CHECKOUT / "playbooks" / "debian-systemd.yaml"
-# Not Debian's default "orthanc": the runner refuses an argv holding the password's value,
-# and the playbook's package step passes the package name `orthanc` to apt and dpkg.
 PASSWORD = "playbook-test-secret"
 
 
@@ -71,9 +69,10 @@ def test_the_shipped_playbook_plans_and_runs_against_the_real_service(bookworm_h
     assert host.path("/var/lib/orthanc/db-v6-next/index").exists()
 
 
-def test_a_host_with_sysvinit_as_init(sysvinit_image, host_factory):
-    """The SysV path: Debian 12 booted with sysvinit-core instead of systemd-sysv."""
-    host = host_factory(sysvinit_image, name="sysv", wait=False)  # no is-system-running here
+def test_a_host_with_sysvinit_as_init(sysvinit_image, wheels, host_factory):
+    """The SysV path: Debian 12 booted with sysvinit-core instead of systemd-sysv; the init
+    script works, then the shipped SysV playbook plans (nothing changed) and runs against it."""
+    host = host_factory(sysvinit_image, wheels, name="sysv", wait=False)  # no is-system-running
     assert host.run("cat /proc/1/comm").stdout.strip() == "init"
     deadline = time.monotonic() + 60
     while host.run("/etc/init.d/orthanc status", check=False).returncode != 0:
@@ -85,6 +84,24 @@ def test_a_host_with_sysvinit_as_init(sysvinit_image, host_factory):
     assert host.run("/etc/init.d/orthanc status", check=False).returncode != 0
     host.run("/etc/init.d/orthanc start")
     assert host.wait_http()["Version"] == "1.10.1"
+
+    for i in range(3):
+        host.http("/tools/create-dicom", method="POST",
+                  data=json.dumps({"Tags": {"PatientID": f"S{i}", "PatientName": f"N{i}"}}))
+    before = json.loads(host.http("/statistics"))["CountInstances"]
+    tool = host.install_tool(WHEELS_INSIDE) + "/orchestrator"
+    shutil.copy(CHECKOUT / "playbooks" / "debian-sysv.yaml", host.path("/root/sysv.yaml"))
+    config = host.path("/etc/orthanc/orthanc.json").read_bytes()
+    env = ["env", "ORTHANC_PASSWORD=orthanc"]  # Debian's default user: orthanc/orthanc
+    plan = host.exec([*env, tool, "plan", "/root/sysv.yaml"], check=False, timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "service manager: sysv" in plan.stdout + plan.stderr
+    assert host.path("/etc/orthanc/orthanc.json").read_bytes() == config  # plan changed nothing
+    run = host.exec([*env, tool, "run", "/root/sysv.yaml"], check=False, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert host.run("/etc/init.d/orthanc status", check=False).returncode == 0
+    assert json.loads(host.http("/statistics"))["CountInstances"] == before
+    assert "db-v6-next" in host.path("/etc/orthanc/orthanc.json").read_text()
 
 
 def test_a_failing_test_still_powers_off_unmounts_and_deletes_its_host(bookworm_image):
