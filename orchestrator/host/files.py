@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ from orchestrator.host.durable import (BUFFER, PRIVATE, TMP_SUFFIX, InFolder, co
                                        existing_parent, link_all, make_dir, precopy_all,
                                        remove_all, remove_empty_tree, rename, write_durable)
 from orchestrator.paths import Overlap, is_inside, overlap
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """What `Files.mirror` left: the files the new folder then mirrors, and the old folder's
+    folder times read just before it was listed (see `Files.dir_mtimes`)."""
+
+    rels: frozenset[str]  # relative paths linked in the new folder (the skipped names left out)
+    linked: int  # how many of them this call linked
+    mtimes: dict[str, int]
+    taken: int
 
 
 class Files:
@@ -217,6 +229,29 @@ class Files:
         return self.changes.apply(label, link_all, pairs, self._private_of(pairs),
                                   dry_result=len(pairs),
                                   simulate=lambda: self._simulate_made(d for _, d in pairs))
+
+    def mirror(self, src: Path, dst: Path, *, skip: Iterable[str], depth: int,
+               label: str) -> Mirrored | None:
+        """Hard-link into `dst` every file of `src` not there yet (`skip`: names directly in
+        `src` to leave out); return what `dst` then mirrors, with `src`'s folder times (to
+        `depth`) read first, so that anything changed later shows in them.
+
+        In a dry run nothing is listed (the cost would grow with the folder) and the result
+        is None: what to link is only known when it is done.
+        """
+        s, d, names = Path(src), Path(dst), tuple(skip)
+
+        def act() -> Mirrored:
+            mtimes, taken = self.dir_mtimes(s, depth)
+            source = set(self.walk(s, skip=names))
+            there = set(self.walk(d, skip=names))
+            rels = sorted(source - there)
+            if rels:
+                link_all([(s / r, d / r) for r in rels], self._private_of([(s, d)]) * len(rels))
+            return Mirrored(frozenset(source | there), len(rels), mtimes, taken)
+
+        return self.changes.apply(label, act, dry_result=None,
+                                  simulate=lambda: self._made_dirs.add(d))
 
     def remove(self, paths: list[Path], label: str) -> None:
         """Remove files (those already gone are fine)."""

@@ -11,12 +11,15 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from orchestrator.host.files import Mirrored
 from orchestrator.host.host import Host
+from orchestrator.orthanc.index import attachment_paths
 from orchestrator.steps.base import RunContext
 
 INDEX_NAMES = ("index", "index-wal", "index-shm")
 LAYOUT_DEPTH = 2  # Orthanc stores attachments as root/xx/yy/uuid
 RECENT_NS = 2_000_000_000  # folders changed this close to staging are looked into anyway
+RECORDED = "staging recorded only"  # the stage's mark in a dry run: nothing was listed
 
 
 class Target(Protocol):
@@ -27,19 +30,42 @@ class Target(Protocol):
     created: bool
 
 
-def delta(host: Host, ctx: RunContext, storage: Path, to: Path) -> tuple[list[str], list[str]]:
+def delta(host: Host, ctx: RunContext, storage: Path, to: Path,
+          index_dir: Path | None = None) -> tuple[list[str], list[str]]:
     """(files to link, links to drop) so that `to` mirrors `storage`'s attachments.
 
-    After staging in this process, only the folders whose mtime changed since (or changed
-    within RECENT_NS before it, for coarse timestamps) are listed: the work after the stop
-    does not grow with the archive. Otherwise both trees are walked.
+    After staging in this process the work does not grow with the archive:
+    - the stopped index at `index_dir` lists its attachments in one query: what it lists
+      and staging did not link is linked (if the file is there); what staging linked and
+      the index no longer lists is dropped (if the file is gone from `storage`). Only the
+      changes since staging are looked at on disk;
+    - without a readable index, only the folders whose mtime changed since staging (or
+      within RECENT_NS before it, for coarse timestamps) are listed.
+    A staging that was only recorded (dry run) leaves nothing known to link. Otherwise
+    (no staging in this process: a resume) both trees are walked.
     """
     staged = ctx.cache.get(("staged", str(to)))
-    if staged is None:
+    if staged is RECORDED:
+        return [], []
+    if not isinstance(staged, Mirrored):
         source = set(host.files.walk(storage, skip=INDEX_NAMES))
         target = set(host.files.walk(to, skip=INDEX_NAMES))
         return sorted(source - target), sorted(target - source)
-    then, taken = staged
+    listed = attachment_paths(index_dir) if index_dir is not None else None
+    if listed is not None:
+        added = [r for r in listed - staged.rels if host.files.exists(storage / r)]
+        gone = [r for r in staged.rels - listed if not host.files.exists(storage / r)]
+        return sorted(added), sorted(gone)
+    if any(r.count(os.sep) > LAYOUT_DEPTH for r in staged.rels):
+        source = set(host.files.walk(storage, skip=INDEX_NAMES))
+        target = set(host.files.walk(to, skip=INDEX_NAMES))
+        return sorted(source - target), sorted(target - source)
+    return _changed_folders(host, staged, storage, to)
+
+
+def _changed_folders(host: Host, staged: Mirrored, storage: Path,
+                     to: Path) -> tuple[list[str], list[str]]:
+    then, taken = staged.mtimes, staged.taken
     now, _ = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
     added, gone = [], []
     for d in set(now) | set(then):

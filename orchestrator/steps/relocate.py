@@ -20,7 +20,6 @@ to the run's folder first.
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +30,9 @@ from orchestrator.journal import StepRecord
 from orchestrator.orthanc.config import set_string_value
 from orchestrator.steps import database as db
 from orchestrator.steps.folders import (INDEX_NAMES, LAYOUT_DEPTH, RECENT_NS,  # noqa: F401
-                                        clear_target, delta)
+                                        RECORDED, clear_target, delta)
 from orchestrator.steps.base import (Copy, Needs, RunContext, StepBase, StepFacts, StepIntent,
-                                     StepOptions)
+                                     StepOptions, latest)
 from orchestrator.steps.kind import StepKind, stage_id
 from orchestrator.steps.record import Record
 
@@ -162,23 +161,20 @@ class StageLinks(StepBase[RelocateOptions, StageIntent, StageFacts]):
         to, storage, index_dir = intent.to, intent.storage, intent.index_dir
         if to is None or storage is None or index_dir is None:
             return StageFacts(summary="nothing to pre-stage")
-        # Folder times first: whatever changes from now on shows in them (see `delta`).
-        mtimes, taken = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
         if not host.files.exists(to):
             host.files.make_dir(to, like=storage)
-        source = host.files.walk(storage, skip=INDEX_NAMES)
-        rels = sorted(set(source) - set(host.files.walk(to)))
-        shallow = all(r.count(os.sep) <= LAYOUT_DEPTH for r in source)
-        ctx.cache[("staged", str(to))] = (mtimes, taken) if shallow else None
-        if rels:
-            host.files.link([(storage / r, to / r) for r in rels],
-                            f"hard-link {len(rels)} attachments of {storage} into {to}")
+        got = host.files.mirror(storage, to, skip=INDEX_NAMES, depth=LAYOUT_DEPTH,
+                                label=f"hard-link the attachments of {storage} into {to} "
+                                      "(those not there yet)")
+        ctx.cache[("staged", str(to))] = RECORDED if got is None else got
         if host.files.exists(index_dir / "index"):
             host.files.precopy([(index_dir / "index", to / "index")],
                                f"pre-copy the SQLite index of {index_dir} into {to} "
                                "(brought up to date after the stop)")
-        return StageFacts(linked=len(rels),
-                          summary=f"{len(rels)} attachments linked into {to}, index pre-copied")
+        linked = f"{got.linked} attachments linked into {to}" if got is not None else \
+            f"the attachments{_estimate(ctx)} to link into {to}"
+        return StageFacts(linked=got.linked if got is not None else 0,
+                          summary=f"{linked}, index pre-copied")
 
     def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
         return clear_target(host, ctx, self.intent_of(record))
@@ -282,7 +278,7 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
             host.files.make_dir(to, like=storage)
         copied = host.files.copy([(index_dir / n, to / n) for n in intent.index_files],
                                  f"copy the SQLite index of {index_dir} into {to}")
-        added, gone = delta(host, ctx, storage, to)
+        added, gone = delta(host, ctx, storage, to, index_dir)
         if added:
             host.files.link([(storage / r, to / r) for r in added],
                             f"hard-link {len(added)} attachments of {storage} into {to}")
@@ -374,6 +370,14 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
                  for e in (intent.edits if intent else ())]
         return ("restore the config byte for byte: " + "; ".join(steps) +
                 f" (the old folder {intent.storage if intent else None} was never written)")
+
+
+def _estimate(ctx: RunContext) -> str:
+    """' (about N instances' worth)' from preflight's counts (REST or index), else ''."""
+    rec = latest(ctx, StepKind.PREFLIGHT)
+    counts = (rec.facts or {}).get("counts") if rec is not None else None
+    n = counts.get("instances") if isinstance(counts, dict) else None
+    return f" (those of {n} instances, per preflight's counts)" if isinstance(n, int) else ""
 
 
 def _sha(data: bytes) -> str:
