@@ -210,10 +210,12 @@ class Files:
                            PRIVATE if self._is_private(p) else like,
                            simulate=lambda: self._made_dirs.add(p))
 
-    def copy(self, pairs: list[tuple[Path, Path]], label: str) -> dict[str, str]:
-        """Copy files durably (mode and owner kept); return {dst: sha256 of the bytes copied}."""
+    def copy(self, pairs: list[tuple[Path, Path]], label: str, *,
+             digest: bool = True) -> dict[str, str]:
+        """Copy files durably (mode and owner kept); return {dst: sha256 of the bytes copied}
+        (each "" with `digest=False`: the caller knows the sources' digests already)."""
         pairs = [(Path(s), Path(d)) for s, d in pairs]
-        return self.changes.apply(label, copy_all, pairs, self._likes(pairs), dry_result={},
+        return self.changes.apply(label, copy_all, pairs, self._likes(pairs), digest, dry_result={},
                                   simulate=lambda: self._simulate_made(d for _, d in pairs))
 
     def precopy(self, pairs: list[tuple[Path, Path]], label: str) -> None:

@@ -30,9 +30,10 @@ from orchestrator.journal import StepRecord
 from orchestrator.orthanc.config import set_string_value
 from orchestrator.steps import database as db
 from orchestrator.steps.folders import (INDEX_NAMES, LAYOUT_DEPTH, RECENT_NS,  # noqa: F401
-                                        RECORDED, clear_target, delta)
+                                        RECORDED, Listing, clear_target, delta, estimate,
+                                        is_staged, snapshot_digests)
 from orchestrator.steps.base import (Copy, Needs, RunContext, StepBase, StepFacts, StepIntent,
-                                     StepOptions, latest)
+                                     StepOptions)
 from orchestrator.steps.kind import StepKind, stage_id
 from orchestrator.steps.record import Record
 
@@ -172,7 +173,7 @@ class StageLinks(StepBase[RelocateOptions, StageIntent, StageFacts]):
                                f"pre-copy the SQLite index of {index_dir} into {to} "
                                "(brought up to date after the stop)")
         linked = f"{got.linked} attachments linked into {to}" if got is not None else \
-            f"the attachments{_estimate(ctx)} to link into {to}"
+            f"the attachments{estimate(ctx)} to link into {to}"
         return StageFacts(linked=got.linked if got is not None else 0,
                           summary=f"{linked}, index pre-copied")
 
@@ -276,9 +277,14 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
             return RelocateFacts(database_config=sha, owner=owner, summary=clone)
         if not host.files.exists(to):
             host.files.make_dir(to, like=storage)
+        listing = Listing(index_dir) if is_staged(ctx, to) else None
+        if listing is not None:
+            listing.start()
+        known = snapshot_digests(ctx, index_dir, intent.index_files)
         copied = host.files.copy([(index_dir / n, to / n) for n in intent.index_files],
-                                 f"copy the SQLite index of {index_dir} into {to}")
-        added, gone = delta(host, ctx, storage, to, index_dir)
+                                 f"copy the SQLite index of {index_dir} into {to}",
+                                 digest=known is None)
+        added, gone = delta(host, ctx, storage, to, listing)
         if added:
             host.files.link([(storage / r, to / r) for r in added],
                             f"hard-link {len(added)} attachments of {storage} into {to}")
@@ -300,7 +306,9 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
             configs.append(Rewritten(file=edit.file, before=_sha(original), after=_sha(new)))
         sha = db.point_config(host, ctx, intent.database) if intent.database else None
         what = "" if intent.database else f"index copied to {to}, "
-        return RelocateFacts(index_sha256={Path(k).name: v for k, v in copied.items()},
+        digests = known if known is not None and copied else \
+            {Path(k).name: v for k, v in copied.items()}
+        return RelocateFacts(index_sha256=digests,
                              linked=len(added), unlinked=len(gone), configs=tuple(configs),
                              database_config=sha, owner=owner,
                              summary=(clone + "; " if clone else "") + f"{what}{len(added)} more "
@@ -370,14 +378,6 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
                  for e in (intent.edits if intent else ())]
         return ("restore the config byte for byte: " + "; ".join(steps) +
                 f" (the old folder {intent.storage if intent else None} was never written)")
-
-
-def _estimate(ctx: RunContext) -> str:
-    """' (about N instances' worth)' from preflight's counts (REST or index), else ''."""
-    rec = latest(ctx, StepKind.PREFLIGHT)
-    counts = (rec.facts or {}).get("counts") if rec is not None else None
-    n = counts.get("instances") if isinstance(counts, dict) else None
-    return f" (those of {n} instances, per preflight's counts)" if isinstance(n, int) else ""
 
 
 def _sha(data: bytes) -> str:

@@ -61,5 +61,7 @@ def test_files_added_and_deleted_between_staging_and_stop_are_mirrored(world_fac
     assert new == old == listed  # exactly the attachments the index lists, no more
     assert all(os.path.samefile(to / r, w.db / r) for r in new)
     rec = [json.loads(line) for line in (w.state / "orthanc-e2e.journal").read_text().splitlines()]
-    facts = next(r["facts"] for r in rec if r.get("event") == "step-done" and r["step"] == "relocate")
-    assert (facts["linked"], facts["unlinked"]) == (2, 2)
+    done = {r["step"]: r["facts"] for r in rec if r.get("event") == "step-done"}
+    assert (done["relocate"]["linked"], done["relocate"]["unlinked"]) == (2, 2)
+    # The index copy was checked against the snapshot's reading of the same stopped file.
+    assert done["relocate"]["index_sha256"] == done["snapshot"]["sha256"]
