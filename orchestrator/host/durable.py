@@ -175,7 +175,10 @@ def write_durable(path: Path, data: bytes, like: Any) -> None:
     fsync_dir(path.parent)
 
 
-def link_all(pairs: list[tuple[Path, Path]], private: list[bool]) -> int:
+def link_all(pairs: list[tuple[Path, Path]], private: list[bool], missing_ok: bool = False) -> int:
+    """Hard-link each pair; return how many links are there. `missing_ok`: a source gone
+    since it was listed (the running service deleted it) is skipped, not an error."""
+    linked = 0
     made_dirs: set[Path] = set()
     touched: set[Path] = set()
     for (src, dst), hidden in zip(pairs, private):
@@ -193,12 +196,18 @@ def link_all(pairs: list[tuple[Path, Path]], private: list[bool]) -> int:
             if not os.path.samefile(src, dst):
                 raise StepError(f"cannot link {src}: {dst} exists and is another file",
                                 hint=f"move {dst} aside") from None
+        except FileNotFoundError as exc:
+            if missing_ok and not os.path.lexists(src):
+                continue
+            raise StepError(f"cannot hard-link {src} to {dst}: {exc.strerror or exc}",
+                            hint="hard links need the same file system, and a writable folder") from exc
         except OSError as exc:
             raise StepError(f"cannot hard-link {src} to {dst}: {exc.strerror or exc}",
                             hint="hard links need the same file system, and a writable folder") from exc
+        linked += 1
         touched.add(parent)
     sync_dirs(touched)
-    return len(pairs)
+    return linked
 
 
 def sync_dirs(dirs: set[Path]) -> None:

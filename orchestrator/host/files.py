@@ -248,9 +248,11 @@ class Files:
             source = set(self.walk(s, skip=names))
             there = set(self.walk(d, skip=names))
             rels = sorted(source - there)
-            if rels:
-                link_all([(s / r, d / r) for r in rels], self._private_of([(s, d)]) * len(rels))
-            return Mirrored(frozenset(source | there), len(rels), mtimes, taken)
+            linked = link_all([(s / r, d / r) for r in rels],
+                              self._private_of([(s, d)]) * len(rels), missing_ok=True)
+            if linked < len(rels):  # deleted by the running service since it was listed
+                source -= {r for r in rels if not os.path.lexists(d / r)}
+            return Mirrored(frozenset(source | there), linked, mtimes, taken)
 
         return self.changes.apply(label, act, dry_result=None,
                                   simulate=lambda: self._made_dirs.add(d))

@@ -37,3 +37,15 @@ def test_the_copy_is_the_source_whatever_the_precopy_held(tmp_path, seed):
     assert digest == hashlib.sha256(data).hexdigest()
     assert copy_durable(src, tmp_path / "new" / "again", digest=False) == ""
     assert (tmp_path / "new" / "again").read_bytes() == data
+
+
+def test_link_all_skips_a_source_deleted_since_it_was_listed_only_when_told(tmp_path):
+    from orchestrator.errors import StepError
+    from orchestrator.host.durable import link_all
+
+    (tmp_path / "a").write_bytes(b"a")
+    pairs = [(tmp_path / "a", tmp_path / "new" / "a"), (tmp_path / "gone", tmp_path / "new" / "gone")]
+    assert link_all(pairs, [False, False], missing_ok=True) == 1
+    assert os.path.samefile(tmp_path / "a", tmp_path / "new" / "a")
+    with pytest.raises(StepError, match="cannot hard-link"):
+        link_all(pairs, [False, False])
