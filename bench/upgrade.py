@@ -29,7 +29,9 @@ difference and a ratio, per size; the tool's own step times, and when each step 
 after Orthanc's exit (from its journal: where the post-exit time goes). Then `orchestrator
 plan`'s wall time. Asserts nothing.
 
-    python3 bench/upgrade.py [--sizes 2000,20000] [--rounds 5] [--plan-runs 9]
+    python3 bench/upgrade.py [--sizes 2000,20000] [--rounds 5] [--plan-runs 9] [--templates DIR]
+
+(`--templates DIR` keeps the stopped template databases there and reuses them next time.)
 """
 
 from __future__ import annotations
@@ -305,9 +307,21 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} s [{min(values):.3f}-{max(values):.3f}]"
 
 
-def run_size(work: Path, size: int, rounds: int, rng: random.Random) -> dict:
+def template_for(work: Path, size: int, keep: Path | None) -> Path:
+    """The template of `size` instances: built in `work`, or reused from (built into) `keep`."""
+    if keep is None:
+        return build_template(work / f"template-{size}", size)
+    db = keep / f"template-{size}" / "db-v6"
+    if not (db / "index").exists():
+        shutil.rmtree(db.parent, ignore_errors=True)
+        build_template(db.parent, size)
+    return db
+
+
+def run_size(work: Path, size: int, rounds: int, rng: random.Random,
+             keep: Path | None = None) -> dict:
     t0 = time.monotonic()
-    template = build_template(work / f"template-{size}", size)
+    template = template_for(work, size, keep)
     files = sum(len(f) for _, _, f in os.walk(template))
     print(f"\n== {size} instances ({files} files in the database folder; built in "
           f"{time.monotonic() - t0:.0f}s), {rounds} interleaved rounds", flush=True)
@@ -350,7 +364,8 @@ def run_size(work: Path, size: int, rounds: int, rng: random.Random) -> dict:
     if marks:
         print("  tool, Orthanc's exit -> step done, median s: " + ", ".join(
             f"{k} {statistics.median(v):+.3f}" for k, v in marks.items()))
-    shutil.rmtree(template.parent, ignore_errors=True)
+    if keep is None:
+        shutil.rmtree(template.parent, ignore_errors=True)
     return out
 
 
@@ -360,6 +375,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--plan-runs", type=int, default=9)
     ap.add_argument("--seed", type=int, default=None, help="for the random idles")
+    ap.add_argument("--templates", type=Path, default=None,
+                    help="keep the stopped template databases here and reuse them")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -369,7 +386,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} at the start")
     try:
         for size in sizes:
-            results[size] = run_size(work, size, args.rounds, rng)
+            results[size] = run_size(work, size, args.rounds, rng, args.templates)
         if len(results) > 1:
             small, large = min(results), max(results)
             for key, label in (("exit_to_healthy", "exit-to-healthy"), ("window", "whole window")):

@@ -103,15 +103,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def copy_all(pairs: list[tuple[Path, Path]], likes: list[Any]) -> dict[str, str]:
+def copy_all(pairs: list[tuple[Path, Path]], likes: list[Any], digest: bool = True) -> dict[str, str]:
     out = {}
     for (src, dst), like in zip(pairs, likes):
-        out[str(dst)] = copy_durable(src, dst, like=like)
+        out[str(dst)] = copy_durable(src, dst, like=like, digest=digest)
     return out
 
 
-def copy_durable(src: Path, dst: Path, *, like: Any = None) -> str:
-    """Copy `src` to `dst` through a fsynced temporary file; return the SHA-256 copied.
+def copy_durable(src: Path, dst: Path, *, like: Any = None, digest: bool = True) -> str:
+    """Copy `src` to `dst` through a fsynced temporary file; return the SHA-256 copied
+    ("" with `digest=False`, when the caller already knows the source's digest).
 
     A temporary file already there (a `precopy` made while the service still ran, or the
     remains of an interrupted copy) is brought up to date in place: only the blocks that
@@ -125,7 +126,8 @@ def copy_durable(src: Path, dst: Path, *, like: Any = None) -> str:
         with open(src, "rb") as fin, open(tmp, "r+b" if seeded else "wb") as fout:
             pos = 0
             while chunk := fin.read(BLOCK if seeded else BUFFER):
-                h.update(chunk)
+                if digest:
+                    h.update(chunk)
                 if not seeded or fout.read(len(chunk)) != chunk:
                     fout.seek(pos)
                     fout.write(chunk)
@@ -141,7 +143,7 @@ def copy_durable(src: Path, dst: Path, *, like: Any = None) -> str:
         raise StepError(f"cannot copy {src} to {dst}: {exc.strerror or exc}",
                         hint="check free space and permissions") from exc
     fsync_dir(dst.parent)
-    return h.hexdigest()
+    return h.hexdigest() if digest else ""
 
 
 def precopy_all(pairs: list[tuple[Path, Path]], likes: list[Any]) -> None:
@@ -173,7 +175,10 @@ def write_durable(path: Path, data: bytes, like: Any) -> None:
     fsync_dir(path.parent)
 
 
-def link_all(pairs: list[tuple[Path, Path]], private: list[bool]) -> int:
+def link_all(pairs: list[tuple[Path, Path]], private: list[bool], missing_ok: bool = False) -> int:
+    """Hard-link each pair; return how many links are there. `missing_ok`: a source gone
+    since it was listed (the running service deleted it) is skipped, not an error."""
+    linked = 0
     made_dirs: set[Path] = set()
     touched: set[Path] = set()
     for (src, dst), hidden in zip(pairs, private):
@@ -191,12 +196,18 @@ def link_all(pairs: list[tuple[Path, Path]], private: list[bool]) -> int:
             if not os.path.samefile(src, dst):
                 raise StepError(f"cannot link {src}: {dst} exists and is another file",
                                 hint=f"move {dst} aside") from None
+        except FileNotFoundError as exc:
+            if missing_ok and not os.path.lexists(src):
+                continue
+            raise StepError(f"cannot hard-link {src} to {dst}: {exc.strerror or exc}",
+                            hint="hard links need the same file system, and a writable folder") from exc
         except OSError as exc:
             raise StepError(f"cannot hard-link {src} to {dst}: {exc.strerror or exc}",
                             hint="hard links need the same file system, and a writable folder") from exc
+        linked += 1
         touched.add(parent)
     sync_dirs(touched)
-    return len(pairs)
+    return linked
 
 
 def sync_dirs(dirs: set[Path]) -> None:

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ from orchestrator.host.durable import (BUFFER, PRIVATE, TMP_SUFFIX, InFolder, co
                                        existing_parent, link_all, make_dir, precopy_all,
                                        remove_all, remove_empty_tree, rename, write_durable)
 from orchestrator.paths import Overlap, is_inside, overlap
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """What `Files.mirror` left: the files the new folder then mirrors, and the old folder's
+    folder times read just before it was listed (see `Files.dir_mtimes`)."""
+
+    rels: frozenset[str]  # relative paths linked in the new folder (the skipped names left out)
+    linked: int  # how many of them this call linked
+    mtimes: dict[str, int]
+    taken: int
 
 
 class Files:
@@ -198,10 +210,12 @@ class Files:
                            PRIVATE if self._is_private(p) else like,
                            simulate=lambda: self._made_dirs.add(p))
 
-    def copy(self, pairs: list[tuple[Path, Path]], label: str) -> dict[str, str]:
-        """Copy files durably (mode and owner kept); return {dst: sha256 of the bytes copied}."""
+    def copy(self, pairs: list[tuple[Path, Path]], label: str, *,
+             digest: bool = True) -> dict[str, str]:
+        """Copy files durably (mode and owner kept); return {dst: sha256 of the bytes copied}
+        (each "" with `digest=False`: the caller knows the sources' digests already)."""
         pairs = [(Path(s), Path(d)) for s, d in pairs]
-        return self.changes.apply(label, copy_all, pairs, self._likes(pairs), dry_result={},
+        return self.changes.apply(label, copy_all, pairs, self._likes(pairs), digest, dry_result={},
                                   simulate=lambda: self._simulate_made(d for _, d in pairs))
 
     def precopy(self, pairs: list[tuple[Path, Path]], label: str) -> None:
@@ -217,6 +231,31 @@ class Files:
         return self.changes.apply(label, link_all, pairs, self._private_of(pairs),
                                   dry_result=len(pairs),
                                   simulate=lambda: self._simulate_made(d for _, d in pairs))
+
+    def mirror(self, src: Path, dst: Path, *, skip: Iterable[str], depth: int,
+               label: str) -> Mirrored | None:
+        """Hard-link into `dst` every file of `src` not there yet (`skip`: names directly in
+        `src` to leave out); return what `dst` then mirrors, with `src`'s folder times (to
+        `depth`) read first, so that anything changed later shows in them.
+
+        In a dry run nothing is listed (the cost would grow with the folder) and the result
+        is None: what to link is only known when it is done.
+        """
+        s, d, names = Path(src), Path(dst), tuple(skip)
+
+        def act() -> Mirrored:
+            mtimes, taken = self.dir_mtimes(s, depth)
+            source = set(self.walk(s, skip=names))
+            there = set(self.walk(d, skip=names))
+            rels = sorted(source - there)
+            linked = link_all([(s / r, d / r) for r in rels],
+                              self._private_of([(s, d)]) * len(rels), missing_ok=True)
+            if linked < len(rels):  # deleted by the running service since it was listed
+                source -= {r for r in rels if not os.path.lexists(d / r)}
+            return Mirrored(frozenset(source | there), linked, mtimes, taken)
+
+        return self.changes.apply(label, act, dry_result=None,
+                                  simulate=lambda: self._made_dirs.add(d))
 
     def remove(self, paths: list[Path], label: str) -> None:
         """Remove files (those already gone are fine)."""

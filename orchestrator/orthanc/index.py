@@ -216,3 +216,33 @@ def require_index(index_dir: str | Path) -> IndexFacts:
     if facts.error and not facts.locked:
         raise InputError(f"{facts.path}: {facts.error}", hint="is this an Orthanc SQLite index?")
     return facts
+
+
+def attachment_paths(index_dir: str | Path) -> set[str] | None:
+    """The storage paths ('xx/yy/uuid', relative to StorageDirectory) of every attachment the
+    stopped index at `index_dir` lists, from one query; None when that cannot be read
+    without writing (missing, locked, a WAL to replay, not an Orthanc index).
+
+    Orthanc's file storage keeps attachment `uuid` at `uuid[0:2]/uuid[2:4]/uuid`.
+    """
+    path = index_path(index_dir)
+    wal = path.with_name("index-wal")
+    try:
+        if not path.is_file() or (wal.exists() and wal.stat().st_size > 0):
+            return None
+    except OSError:
+        return None
+    if lock_holder(path) is not None:
+        return None
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, timeout=0.2)
+    except sqlite3.Error:
+        return None
+    sep = os.sep
+    try:
+        return {f"{u[:2]}{sep}{u[2:4]}{sep}{u}" for (u,) in con.execute("SELECT uuid FROM AttachedFiles")
+                if isinstance(u, str) and len(u) > 4}
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()

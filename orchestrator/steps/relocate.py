@@ -20,7 +20,6 @@ to the run's folder first.
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ from orchestrator.journal import StepRecord
 from orchestrator.orthanc.config_edit import set_string_value
 from orchestrator.steps import database as db
 from orchestrator.steps.folders import (INDEX_NAMES, LAYOUT_DEPTH, RECENT_NS,  # noqa: F401
-                                        clear_target, delta)
+                                        RECORDED, Listing, clear_target, delta, estimate,
+                                        is_staged, snapshot_digests)
 from orchestrator.steps.base import (Copy, Needs, RunContext, StepBase, StepFacts, StepIntent,
                                      StepOptions)
 from orchestrator.steps.kind import StepKind, stage_id
@@ -162,23 +162,20 @@ class StageLinks(StepBase[RelocateOptions, StageIntent, StageFacts]):
         to, storage, index_dir = intent.to, intent.storage, intent.index_dir
         if to is None or storage is None or index_dir is None:
             return StageFacts(summary="nothing to pre-stage")
-        # Folder times first: whatever changes from now on shows in them (see `delta`).
-        mtimes, taken = host.files.dir_mtimes(storage, LAYOUT_DEPTH)
         if not host.files.exists(to):
             host.files.make_dir(to, like=storage)
-        source = host.files.walk(storage, skip=INDEX_NAMES)
-        rels = sorted(set(source) - set(host.files.walk(to)))
-        shallow = all(r.count(os.sep) <= LAYOUT_DEPTH for r in source)
-        ctx.cache[("staged", str(to))] = (mtimes, taken) if shallow else None
-        if rels:
-            host.files.link([(storage / r, to / r) for r in rels],
-                            f"hard-link {len(rels)} attachments of {storage} into {to}")
+        got = host.files.mirror(storage, to, skip=INDEX_NAMES, depth=LAYOUT_DEPTH,
+                                label=f"hard-link the attachments of {storage} into {to} "
+                                      "(those not there yet)")
+        ctx.cache[("staged", str(to))] = RECORDED if got is None else got
         if host.files.exists(index_dir / "index"):
             host.files.precopy([(index_dir / "index", to / "index")],
                                f"pre-copy the SQLite index of {index_dir} into {to} "
                                "(brought up to date after the stop)")
-        return StageFacts(linked=len(rels),
-                          summary=f"{len(rels)} attachments linked into {to}, index pre-copied")
+        linked = f"{got.linked} attachments linked into {to}" if got is not None else \
+            f"the attachments{estimate(ctx)} to link into {to}"
+        return StageFacts(linked=got.linked if got is not None else 0,
+                          summary=f"{linked}, index pre-copied")
 
     def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
         return clear_target(host, ctx, self.intent_of(record))
@@ -280,9 +277,14 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
             return RelocateFacts(database_config=sha, owner=owner, summary=clone)
         if not host.files.exists(to):
             host.files.make_dir(to, like=storage)
+        listing = Listing(index_dir) if is_staged(ctx, to) else None
+        if listing is not None:
+            listing.start()
+        known = snapshot_digests(ctx, index_dir, intent.index_files)
         copied = host.files.copy([(index_dir / n, to / n) for n in intent.index_files],
-                                 f"copy the SQLite index of {index_dir} into {to}")
-        added, gone = delta(host, ctx, storage, to)
+                                 f"copy the SQLite index of {index_dir} into {to}",
+                                 digest=known is None)
+        added, gone = delta(host, ctx, storage, to, listing)
         if added:
             host.files.link([(storage / r, to / r) for r in added],
                             f"hard-link {len(added)} attachments of {storage} into {to}")
@@ -304,7 +306,9 @@ class Relocate(StepBase[RelocateOptions, RelocateIntent, RelocateFacts]):
             configs.append(Rewritten(file=edit.file, before=_sha(original), after=_sha(new)))
         sha = db.point_config(host, ctx, intent.database) if intent.database else None
         what = "" if intent.database else f"index copied to {to}, "
-        return RelocateFacts(index_sha256={Path(k).name: v for k, v in copied.items()},
+        digests = known if known is not None and copied else \
+            {Path(k).name: v for k, v in copied.items()}
+        return RelocateFacts(index_sha256=digests,
                              linked=len(added), unlinked=len(gone), configs=tuple(configs),
                              database_config=sha, owner=owner,
                              summary=(clone + "; " if clone else "") + f"{what}{len(added)} more "
