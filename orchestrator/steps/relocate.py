@@ -28,6 +28,7 @@ from orchestrator.errors import InputError, StepError
 from orchestrator.host.host import Host
 from orchestrator.journal import StepRecord
 from orchestrator.orthanc.config_edit import set_string_value
+from orchestrator.paths import Overlap
 from orchestrator.steps import database as db
 from orchestrator.steps.folders import (INDEX_NAMES, LAYOUT_DEPTH, RECENT_NS,  # noqa: F401
                                         RECORDED, Listing, clear_target, delta, estimate,
@@ -117,9 +118,20 @@ def _check_target(host: Host, ctx: RunContext, options: RelocateOptions, *,
                              "name) or both", hint="e.g. relocate: {database: orthanc_next}")
         return None
     storage, index_dir = sources(ctx, options)
-    if to in (storage, index_dir) or storage in to.parents or to in storage.parents:
-        raise InputError(f"{to} overlaps the current folder {storage}",
-                         hint="choose a new sibling folder, e.g. /var/lib/orthanc/db-v7")
+    # Judged on real paths: a symlinked StorageDirectory or a `..` must not let the run
+    # write a tree inside the folder that is the rollback point.
+    for old in dict.fromkeys((storage, index_dir)):
+        how = host.files.overlap(to, old)
+        if how is not Overlap.APART:
+            words = {Overlap.SAME: "is the same folder as", Overlap.INSIDE: "is inside",
+                     Overlap.CONTAINS: "is a parent of"}[how]
+            raise InputError(f"relocate.to {to} {words} the current folder {old} "
+                             "(once links and `..` are resolved)",
+                             hint="choose a new sibling folder, e.g. /var/lib/orthanc/db-v7")
+    if host.files.is_inside(ctx.run_dir, storage):
+        raise InputError(f"the state folder {ctx.run_dir.parent.parent} is inside the storage "
+                         f"folder {storage}", hint="set state_dir (or --state-dir) elsewhere, "
+                         "e.g. /var/lib/orchestrator")
     staged = staged_by is not None and ctx.records.get(staged_by) is not None and \
         ctx.records[staged_by].state.touched
     if host.files.exists(to) and not staged and not host.files.is_empty_dir(to):
