@@ -48,6 +48,9 @@ def parse_version(text: str) -> OrthancVersion:
     return OrthancVersion(int(m[1]), int(m[2]), int(m[3] or 0), raw=text)
 
 
+ORTHANC_MARKS = ("Jodogne", "Orthanc Team")
+
+
 def parse_version_output(text: str) -> OrthancVersion:
     """Read the version from `Orthanc --version` output.
 
@@ -56,6 +59,11 @@ def parse_version_output(text: str) -> OrthancVersion:
     the path may hold spaces, so the version is the last word.
     """
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # Every Orthanc build (0.x to 1.13, Linux and Windows) prints its copyright lines with the
+    # author's name; GNU `true` or `sleep` print a version too ("9.1"), and must not pass.
+    if lines and not any(mark in text for mark in ORTHANC_MARKS):
+        raise InputError(f"`--version` output is not Orthanc's: {lines[0][:80]!r}",
+                         hint="service.binary must be the Orthanc server binary (e.g. /usr/sbin/Orthanc)")
     if lines:
         try:
             return parse_version(lines[0].rsplit(None, 1)[-1])
@@ -66,7 +74,7 @@ def parse_version_output(text: str) -> OrthancVersion:
                      hint="is this the Orthanc server binary?")
 
 
-def binary_version(binary: str | Path, runner: Runner, *, timeout: float = 15) -> OrthancVersion:
+def binary_version(binary: str | Path, runner: Runner, *, timeout: float = 10) -> OrthancVersion:
     """Run `BINARY --version` and parse it; CommandError if it cannot run, InputError if unreadable."""
     done = runner.run([str(binary), "--version"], timeout=timeout, check=False)
     if done.returncode != 0:

@@ -18,6 +18,7 @@ DATA = Path(__file__).parent.parent / "data" / "orthanc"
     ("version-1.10.1-debian.txt", "1.10.1"),
     ("version-1.12.8-docker.constructed.txt", "1.12.8"),
     ("version-mainline-windows.constructed.txt", "mainline"),
+    ("version-1.12.7-debian13.txt", "1.12.7"),
 ])
 def test_parse_captured_outputs(name, version):
     parsed = parse_version_output((DATA / name).read_text())
@@ -41,8 +42,14 @@ def test_ordering_ignores_the_raw_text():
 @pytest.mark.parametrize("text", ["", "\n\n", "Orthanc\n", "Usage: Orthanc [OPTION]",
                                   "/usr/bin/python3 version x"])
 def test_unreadable_output_is_input_error(text):
-    with pytest.raises(InputError, match="cannot read an Orthanc version"):
+    with pytest.raises(InputError, match="cannot read an Orthanc version|is not Orthanc's"):
         parse_version_output(text)
+
+
+def test_another_programs_version_is_refused():
+    """Issue 12: `binary: /bin/true` passed validate and plan ("Orthanc 9.1.0")."""
+    with pytest.raises(InputError, match="is not Orthanc's"):
+        parse_version_output((DATA / "version-not-orthanc-coreutils-true.txt").read_text())
 
 
 @pytest.mark.parametrize("version, schema", [
