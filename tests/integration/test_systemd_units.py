@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -65,11 +66,24 @@ def test_template_runs_a_plan_in_the_sandbox(systemd_sandbox, tmp_path):
         (tmp_path / "override.conf").write_text(dropin)
         systemd_sandbox.runner.run(["cp", str(tmp_path / "override.conf"), f"{d}/override.conf"], timeout=30)
         systemd_sandbox.systemctl("daemon-reload", check=True)
-        done = systemd_sandbox.systemctl("start", instance, timeout=300)
+        # Issue 12: the journal shows the run live. Started without waiting, the unit is still
+        # "activating" (the oneshot runs) when its first step lines are already in the journal.
+        done = systemd_sandbox.systemctl("start", "--no-block", instance, timeout=60)
+        seen_live = False
+        for _ in range(3000):  # bounded: at most ~5 min of 0.1 s polls
+            state = systemd_sandbox.systemctl("is-active", instance).stdout.strip()
+            if state != "activating" and seen_live or state in ("failed", "inactive") and _ > 50:
+                break
+            if state == "activating" and not seen_live:
+                so_far = systemd_sandbox.runner.run(["journalctl", "-u", instance, "--no-pager"],
+                                                    timeout=30, check=False).stdout
+                seen_live = "-> preflight" in so_far
+            time.sleep(0.1)
         show = systemd_sandbox.systemctl("show", instance, "-p", "Result,ExecMainStatus").stdout
         journal = systemd_sandbox.runner.run(["journalctl", "-u", instance, "--no-pager", "-n", "60"],
                                             timeout=30, check=False).stdout
         assert done.returncode == 0, show + journal
+        assert seen_live, "no step line reached the journal while the run was in progress\n" + journal
         assert "Result=success" in show and "ExecMainStatus=0" in show, show + journal
         assert "result: done (exit 0)" in journal  # the tool's report went to the journal
         assert json.dumps(str(to)) in w.config.read_text()
