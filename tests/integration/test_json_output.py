@@ -9,6 +9,9 @@ command must print, so a document that drifts into another kind's shape is caugh
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime
 from importlib import resources
 
@@ -16,6 +19,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.harness.dicom import make_dataset
+from tests.harness.world import REPO
 
 SCHEMA = json.loads(resources.files("orchestrator").joinpath("data/output.schema.json")
                     .read_text(encoding="utf-8"))
@@ -78,6 +82,14 @@ def test_the_schema_is_valid_2020_12_and_ships_as_package_data():
     owner["started"] = "2026-11-28T09:59:12.500Z"
     assert _validator("status").is_valid({**good, "running": owner})
 
+def test_schema_output_prints_the_shipped_schema():
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "schema", "--output"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == SCHEMA
+
+
 @pytest.mark.orthanc
 def test_validate_plan_run_status_rollback_inspect_and_errors(world_factory, data, tmp_path):
     w = world_factory().start()
@@ -110,6 +122,14 @@ def test_validate_plan_run_status_rollback_inspect_and_errors(world_factory, dat
     rc, doc, err = w.cli("rollback", str(plan))
     assert rc == 0, err
     assert check(doc, "nothing_to_do")["command"] == "rollback"
+
+    rc, doc, err = w.cli("resume", str(plan))
+    assert rc == 0, err
+    assert check(doc, "nothing_to_do")["command"] == "resume"
+
+    rc, doc, err = w.cli("revert", str(plan), "--dry-run")
+    assert rc == 0, (doc, err)
+    assert check(doc, "run_report")["command"] == "revert" and doc["outcome"] == "planned"
 
     rc, doc, err = w.cli("status", "--state-dir", str(tmp_path / "empty"))
     assert rc == 0, err
@@ -149,6 +169,9 @@ def test_a_failing_run_that_rolls_back(world_factory, data):
     assert rc == 0, err
     assert check(doc, "status")["run"]["outcome"] == "rolled-back"
     assert {s["state"] for s in doc["run"]["steps"]} >= {"undone"}
+
+    rc, doc, err = w.cli("revert", str(plan), "--dry-run")  # refused: nothing of it is in place
+    assert rc == 1 and "rolled-back" in check(doc, "error")["error"], (doc, err)
 
 
 @pytest.mark.orthanc
