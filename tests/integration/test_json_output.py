@@ -90,6 +90,25 @@ def test_schema_output_prints_the_shipped_schema():
     assert json.loads(done.stdout) == SCHEMA
 
 
+# A command whose body raises, run through the real entry point: only the command is swapped.
+RAISING = """import sys
+import orchestrator.cli as cli
+import orchestrator.cli.plan_cmds as cmds
+def boom(**kwargs):
+    raise {exc}("a bug")
+cmds.schema.callback = boom
+cli.main(["schema", "--json"])
+"""
+
+
+@pytest.mark.parametrize("exc, code", [("RuntimeError", 70), ("KeyboardInterrupt", 130)])
+def test_a_bug_or_an_interrupt_still_prints_one_error_document(exc, code):
+    done = subprocess.run([sys.executable, "-c", RAISING.format(exc=exc)], capture_output=True,
+                          text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == code, done.stderr
+    assert check(json.loads(done.stdout), "error")["exit_code"] == code
+
+
 @pytest.mark.orthanc
 def test_validate_plan_run_status_rollback_inspect_and_errors(world_factory, data, tmp_path):
     w = world_factory().start()
