@@ -109,6 +109,30 @@ def test_a_bug_or_an_interrupt_still_prints_one_error_document(exc, code):
     assert check(json.loads(done.stdout), "error")["exit_code"] == code
 
 
+def test_status_of_a_crashed_run_and_of_a_run_in_progress(tmp_path):
+    """An open journal (exit 5), then the same run with a live lock holder (`running`)."""
+    from orchestrator.journal import Event, Journal
+    from orchestrator.lock import LockOwner
+    from orchestrator.runs import RunStatus
+
+    journal = Journal.for_service(tmp_path, "orch-json")
+    journal.append(Event.RUN_STARTED, run_id="r1", mode="run", plan="p.yaml", service="orch-json",
+                   pid=1, host="h", steps=[{"id": "stop-service", "kind": "stop-service"}])
+    journal.append(Event.STEP_STARTED, step="stop-service", intent={})
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "status", "--state-dir",
+                           str(tmp_path), "--json"], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 5, done.stderr
+    doc = check(json.loads(done.stdout), "status")
+    step = doc["run"]["steps"][0]
+    assert not doc["ok"] and doc["run"]["open"] and doc["run"]["finished"] is None
+    assert step["state"] == "started" and step["finished"] is None and step["seconds"] is None
+    owner = LockOwner(pid=2, host="h", started=1764323952.5, command="rollback",
+                      service="orch-json", state_dir=str(tmp_path))
+    doc = check(RunStatus(journal.path, journal.last_run(), owner).to_dict(), "status")
+    assert doc["exit_code"] == 0 and doc["running"]["started"] == "2025-11-28T09:59:12.500Z"
+
+
 @pytest.mark.orthanc
 def test_validate_plan_run_status_rollback_inspect_and_errors(world_factory, data, tmp_path):
     w = world_factory().start()
