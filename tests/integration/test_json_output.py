@@ -82,6 +82,24 @@ def test_the_schema_is_valid_2020_12_and_ships_as_package_data():
     owner["started"] = "2026-11-28T09:59:12.500Z"
     assert _validator("status").is_valid({**good, "running": owner})
 
+def test_the_schemas_closed_sets_are_the_codes_enums():
+    from orchestrator.errors import ExitCode
+    from orchestrator.journal import RunOutcome, StepState
+    from orchestrator.orthanc.hazards import Severity
+    from orchestrator.replication.outcome import CopyOutcome
+    from orchestrator.run_report import Outcome, StepStatus
+
+    d = SCHEMA["$defs"]
+    assert set(d["exit_code"]["enum"]) == {int(c) for c in ExitCode}
+    assert set(d["run_report"]["properties"]["outcome"]["enum"]) == {o.value for o in Outcome}
+    assert set(d["run_step"]["properties"]["status"]["enum"]) == {s.value for s in StepStatus}
+    assert set(d["journal_step"]["properties"]["state"]["enum"]) == {s.value for s in StepState}
+    assert set(d["journal_run"]["properties"]["outcome"]["enum"]) == \
+        {o.value for o in RunOutcome} | {None}
+    assert set(d["hazard"]["properties"]["severity"]["enum"]) == {s.value for s in Severity}
+    assert set(d["transfer"]["properties"]["counts"]["required"]) == {o.key for o in CopyOutcome}
+
+
 def test_schema_output_prints_the_shipped_schema():
     done = subprocess.run([sys.executable, "-m", "orchestrator", "schema", "--output"],
                           capture_output=True, text=True, timeout=60, cwd=REPO,
