@@ -233,7 +233,7 @@ def tool_round(bench: Bench, name: str, args_fn, source, count: int, code: Path 
 
     def go():
         result.update(run_tool(*args_fn(target), code=code))
-        return {"seconds": result["elapsed_s"], "client_cpu": result["client_cpu"],
+        return {"seconds": result["seconds"], "client_cpu": result["client_cpu"],
                 "rss_mb": result["rss_mb"]}
     row = bench.measure(name, go, source, target, count)
     row.wall = result["wall"]

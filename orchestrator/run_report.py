@@ -7,6 +7,7 @@ only fills it in. It imports nothing of the package but `errors`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
@@ -89,9 +90,10 @@ class RunReport:
     trace: str | None = None  # a bug's traceback
 
     def to_dict(self) -> dict:
-        return {"ok": self.exit_code == ExitCode.OK, "mode": self.mode, "run_id": self.run_id,
+        return {"ok": self.exit_code == ExitCode.OK, "exit_code": int(self.exit_code),
+                "command": self.mode, "mode": self.mode, "run_id": self.run_id,
                 "plan": self.plan, "service": self.service, "outcome": self.outcome.value,
-                "exit_code": int(self.exit_code), "error": self.error, "hint": self.hint,
+                "error": self.error, "hint": self.hint,
                 "seconds": _r(self.seconds), "downtime": _r(self.downtime),
                 "steps": [s.to_dict() for s in self.steps], "changes": self.changes,
                 "warnings": self.warnings, "notes": self.notes, "manual": self.manual}
@@ -114,6 +116,15 @@ def downtime(steps: list[StepReport]) -> float | None:
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """An absolute time as every --json document writes it: ISO 8601 in UTC, milliseconds,
+    e.g. "2026-11-28T09:59:12.123Z" (docs/json.md)."""
+    if epoch is None:
+        return None
+    stamp = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
 def step_detail(summary: str, notes: tuple[str, ...]) -> str:

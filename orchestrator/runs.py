@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.engine import Engine, RunReport
+from orchestrator.run_report import iso_utc
 from orchestrator.errors import ExitCode, JournalOpenError, OrchestratorError
 from orchestrator.host.runner import Runner
 from orchestrator.journal import Journal, RunHistory
@@ -43,8 +44,8 @@ class NothingToDo:
     exit_code: ExitCode = ExitCode.OK
 
     def to_dict(self) -> dict:
-        return {"ok": True, "mode": self.mode, "exit_code": int(self.exit_code),
-                "message": self.message}
+        return {"ok": True, "exit_code": int(self.exit_code), "command": self.mode,
+                "mode": self.mode, "outcome": "nothing-to-do", "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,27 @@ class RunStatus:
         return ExitCode.OK
 
     def to_dict(self) -> dict:
-        if self.history is None:
-            return {"ok": True, "exit_code": int(self.exit_code), "run": None,
-                    "journal": str(self.where)}
-        return {"ok": not self.history.open, "exit_code": int(self.exit_code),
-                "journal": str(self.where),
-                "running": self.lock_owner.__dict__ if self.lock_owner else None,
-                "run": self.history.to_dict()}
+        """The `status --json` document: times as every document writes them (docs/json.md),
+        absolute ones as ISO 8601 UTC strings, and each step's `start` and `seconds` relative
+        to the run's start, as in a run report's steps."""
+        running = None
+        if self.lock_owner is not None:
+            running = {**self.lock_owner.__dict__, "started": iso_utc(self.lock_owner.started)}
+        return {"ok": self.history is None or not self.history.open,
+                "exit_code": int(self.exit_code), "command": "status",
+                "journal": str(self.where), "running": running,
+                "run": _run_document(self.history) if self.history is not None else None}
+
+
+def _run_document(history: RunHistory) -> dict:
+    run = history.to_dict()
+    run.update(started=iso_utc(history.started), finished=iso_utc(history.finished))
+    for step, record in zip(run["steps"], history.steps.values()):
+        begun, ended = record.started, record.finished
+        step.update(started=iso_utc(begun), finished=iso_utc(ended),
+                    start=None if begun is None else round(begun - history.started, 3),
+                    seconds=None if begun is None or ended is None else round(ended - begun, 3))
+    return run
 
 
 def preview(plan: Plan, *, state_dir: Path | None = None,

@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             click.echo(f"  hint: {exc.hint}", err=True)
         sys.exit(int(exc.exit_code))
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        if _wants_json(args):
+            _error_document(ExitCode.INTERRUPTED, "interrupted", None)
         click.echo("orchestrator: interrupted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
     except click.ClickException as exc:
@@ -132,12 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.BAD_INPUT))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("orchestrator: interrupted", err=True)
-        sys.exit(int(ExitCode.INTERRUPTED))
     except SystemExit:
         raise
-    except BaseException:  # noqa: BLE001 - a bug: show everything
+    except BaseException as exc:  # noqa: BLE001 - a bug: show everything
+        if _wants_json(args):
+            _error_document(ExitCode.INTERNAL, f"internal error (a bug): {type(exc).__name__}",
+                            "please report the traceback printed on stderr")
         traceback.print_exc()
         click.echo("orchestrator: internal error (a bug): please report the traceback above",
                    err=True)

@@ -37,8 +37,16 @@ def validate(plan_path: Path, as_json: bool) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry: the schema is JSON.")
-def schema(as_json: bool) -> None:
-    """Print the plan's JSON Schema."""
+@click.option("--output", "output", is_flag=True,
+              help="Print the schema of the --json documents instead (docs/json.md).")
+def schema(as_json: bool, output: bool) -> None:
+    """Print the plan's JSON Schema (or, with --output, that of the --json documents)."""
+    if output:
+        from importlib import resources
+
+        text = resources.files("orchestrator").joinpath("data/output.schema.json").read_text("utf-8")
+        click.echo(json.dumps(json.loads(text), indent=2))
+        return
     from orchestrator.plan import plan_schema
 
     click.echo(json.dumps(plan_schema(), indent=2))

@@ -130,6 +130,6 @@ def _emit(result: Any, as_json: bool, render: Any = None) -> None:
         click.echo(fit(result.message, sys.stdout))
     else:
         click.echo(fit(render_report(result), sys.stdout))
-        if result.trace:
-            click.echo(fit(result.trace, sys.stderr), err=True)
+    if getattr(result, "trace", None):  # a bug's traceback, with --json too
+        click.echo(fit(result.trace, sys.stderr), err=True)
     sys.exit(int(result.exit_code))

@@ -66,6 +66,8 @@ class Survey:
         version = self.version
         return {
             "ok": True,
+            "exit_code": 0,
+            "command": "inspect",
             "hazards": [h.to_dict() for h in self.hazards],
             "notes": list(self.notes),
             "config": self.config.to_dict(),

@@ -4,6 +4,7 @@ host lacks (warnings that may be fine where the plan runs). The --json document,
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Any
 
 from orchestrator.plan.model import Plan
@@ -15,6 +16,8 @@ def summarize(plan: Plan, config: Any, note: str | None) -> dict[str, Any]:
     url = svc.url or _attr(config, "local_url")
     return {
         "ok": True,
+        "exit_code": 0,
+        "command": "validate",
         "plan": str(plan.source),
         "version": plan.version,
         "state_dir": plan.state_dir,
@@ -25,11 +28,23 @@ def summarize(plan: Plan, config: Any, note: str | None) -> dict[str, Any]:
             "credentials": _credentials(svc.credentials),
         },
         "config": _config_facts(config) if config is not None else None,
-        "steps": [{"index": s.index, "kind": s.kind, "line": s.line, "options": s.options}
-                  for s in plan.steps],
+        "steps": [{"id": step_id, "index": s.index, "kind": s.kind, "line": s.line,
+                   "options": s.options} for step_id, s in zip(_step_ids(plan), plan.steps)],
         "notes": [n for n in [note] if n],
         "warnings": _warnings(plan, config),
     }
+
+
+def _step_ids(plan: Plan) -> list[str]:
+    """Each step's id as a run report and the journal name it: its kind, numbered `kind-N`
+    (from 1) when the kind occurs more than once (the rule of steps.build)."""
+    totals = Counter(s.kind for s in plan.steps)
+    seen: Counter[str] = Counter()
+    ids = []
+    for s in plan.steps:
+        seen[s.kind] += 1
+        ids.append(s.kind if totals[s.kind] == 1 else f"{s.kind}-{seen[s.kind]}")
+    return ids
 
 
 def _credentials(cred: Any) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ def document(summary: Any) -> dict:
         "failures": list(summary.failures),
         "failures_not_listed": max(0, failed - len(summary.failures)),
         "bytes_copied": summary.bytes_copied,
-        "elapsed_s": round(elapsed, 3),
+        "seconds": round(elapsed, 3),
         "rate_per_s": round(summary.processed / elapsed, 1) if elapsed > 0 else None,
         "aborted": summary.aborted,
         "resumed_from": summary.resumed_from,
@@ -53,7 +53,7 @@ def render_text(data: dict) -> str:
         lines.append(f"  skipped {n}: {reason}")
     rate = data.get("rate_per_s")
     mb = data["bytes_copied"] / 1e6
-    lines.append(f"{data['elapsed_s']:.1f} s" + (f", {rate:.0f} instances/s" if rate else "")
+    lines.append(f"{data['seconds']:.1f} s" + (f", {rate:.0f} instances/s" if rate else "")
                  + (f", {mb:.1f} MB sent" if mb else ""))
     for failure in data["failures"][:SHOWN]:
         lines.append(f"  failed: {failure['item']}: {failure['reason']}")

@@ -34,7 +34,8 @@ def test_rollback_and_resume_without_a_journal_have_nothing_to_do(tmp_path):
     for call, mode in ((runs.rollback, "rollback"), (runs.resume, "resume")):
         result = call(plan)
         assert isinstance(result, runs.NothingToDo) and result.exit_code == ExitCode.OK
-        assert result.to_dict() == {"ok": True, "mode": mode, "exit_code": 0,
+        assert result.to_dict() == {"ok": True, "exit_code": 0, "command": mode, "mode": mode,
+                                    "outcome": "nothing-to-do",
                                     "message": f"no run recorded: nothing to {mode}"}
 
 
