@@ -42,6 +42,8 @@ bench: venv
 	$(PY) bench/upgrade.py
 	$(PY) bench/services.py
 	$(PY) bench/package_jump.py
+	$(PY) bench/database_upgrade.py
+	$(PY) bench/blue_green.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
