@@ -36,7 +36,8 @@ from orchestrator.run_report import Outcome
 from orchestrator.steps import from_journal
 from orchestrator.steps.kind import StepKind
 from orchestrator.steps.package import missing_way_back
-from orchestrator.wiring import WiredRun, journal_for, lock_for, open_run, state_dir_for
+from orchestrator.wiring import (WiredRun, journal_for, lock_for, open_run, orthanc_locks,
+                                  state_dir_for)
 
 MODE = "revert"
 
@@ -50,9 +51,16 @@ def revert(plan: Plan, *, state_dir: Path | None = None, dry_run: bool = False,
     """
     state = state_dir_for(plan, state_dir)
     lock = None if dry_run else lock_for(state, plan.service.name)
+    # Besides the state folder's lock, the per-Orthanc ones: no other run, under any service
+    # name or state folder, may work on this Orthanc while it is reverted.
+    others = [] if dry_run else orthanc_locks(plan)
+    held = []
     if lock is not None:
         lock.acquire(MODE)
     try:
+        for other in others:
+            other.acquire(MODE, service=plan.service.name, state_dir=state)
+            held.append(other)
         history = _finished_run(journal_for(state, plan.service.name).last_run())
         wired = open_run(plan, dry=dry_run, state_dir=state,
                          records={k: replace(v) for k, v in history.steps.items()})
@@ -73,6 +81,8 @@ def revert(plan: Plan, *, state_dir: Path | None = None, dry_run: bool = False,
             report.notes.insert(0, f"reverted run {history.run_id}")
         return report
     finally:
+        for other in reversed(held):
+            other.release()
         if lock is not None:
             lock.release()
 

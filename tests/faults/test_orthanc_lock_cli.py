@@ -42,10 +42,11 @@ def test_run_refuses_while_another_run_holds_the_same_orthanc(world_factory, tmp
                               env={**os.environ, "ORCHESTRATOR_LOCK_DIR": str(locks)})
     try:
         assert holder.stdout.readline().strip() == "held"
-        rc, out, err = w.cli("run", str(plan), env={"ORCHESTRATOR_LOCK_DIR": str(locks)})
-        assert rc == 5, (out, err)
-        assert f"pid {holder.pid}" in err and "other-name" in err, err
-        assert (sha256(w.config), sha256(w.db / "index")) == before
+        for command in ("run", "rollback", "revert"):  # every command that changes the Orthanc
+            rc, out, err = w.cli(command, str(plan), env={"ORCHESTRATOR_LOCK_DIR": str(locks)})
+            assert rc == 5, (command, out, err)
+            assert f"pid {holder.pid}" in err and "other-name" in err, (command, err)
+            assert (sha256(w.config), sha256(w.db / "index")) == before
         assert w.counts() is not None  # still serving
     finally:
         holder.stdin.close()
