@@ -38,7 +38,7 @@ from orchestrator.host.database_errors import (  # noqa: F401  (re-exported: the
     DatabaseError, DatabaseExistsError, DatabaseMissingError, DatabaseUnreachableError,
     DumpSpaceError, OwnerMismatchError, UnsupportedError)
 from orchestrator.host.changes import Changes
-from orchestrator.host.runner import Runner
+from orchestrator.host.durable import fsync_dir
 
 # Names the tool creates: letters, digits, _ and $ (what the MySQL plugin accepts), 63 bytes
 # (PostgreSQL's NAMEDATALEN - 1).
@@ -336,7 +336,10 @@ class Databases:
         finally:
             if tmp.exists():
                 tmp.unlink()
-        _fsync_dir(path.parent)
+        try:
+            fsync_dir(path.parent)
+        except OSError:
+            pass  # the dump itself is synced; a folder that cannot be opened stays as it is
         return Dump(path, conn.engine, conn.database, digest, path.stat().st_size,
                     time.monotonic() - started)
 
@@ -385,16 +388,3 @@ def _sha256(path: Path, *, sync: bool = False) -> str:
         if sync:
             os.fsync(f.fileno())
     return h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

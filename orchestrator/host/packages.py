@@ -17,7 +17,6 @@ states(), names))`, `restore_tree(...)`, `reset_failed(unit)`.
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from orchestrator.host import apt_text
 from orchestrator.host.apt_text import AptFailure, Move, PackageState, PlannedMove, Policy
 from orchestrator.host.changes import Changes
 from orchestrator.host.runner import Runner
-from orchestrator.host.tree import copy_tree, restore_tree
+from orchestrator.host.tree import copy_tree, restore_tree, write_file_as
 
 APT_CACHE = Path("/var/cache/apt/archives")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
@@ -221,7 +220,7 @@ class Packages:
         """Put a policy-rc.d that exits 101 in place; return the admin's one to put back."""
         saved = self.saved_policy()
         self.changes.apply(f"hold package restarts back ({self.policy_rc_d} exits 101)",
-                           _write, self.policy_rc_d, HOLD_SCRIPT, 0o755, 0, 0)
+                           write_file_as, self.policy_rc_d, HOLD_SCRIPT, 0o755, 0, 0)
         return saved
 
     def release_restarts(self, saved: SavedPolicy) -> None:
@@ -229,7 +228,7 @@ class Packages:
         if saved.content is None:
             self.changes.apply(f"remove {self.policy_rc_d}", _remove, self.policy_rc_d)
         else:
-            self.changes.apply(f"put the admin's {self.policy_rc_d} back", _write,
+            self.changes.apply(f"put the admin's {self.policy_rc_d} back", write_file_as,
                                self.policy_rc_d, saved.content, saved.mode, saved.uid, saved.gid)
 
     @contextmanager
@@ -375,17 +374,6 @@ def _write_log(log: Path, done: Completed) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {shlex.join(done.argv)}\n{done.stdout}{done.stderr}[exit {done.returncode}]\n")
-
-
-def _write(path: Path, content: bytes, mode: int, uid: int, gid: int) -> None:
-    tmp = path.with_name(path.name + ".orchestrator-tmp")
-    with open(tmp, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chown(tmp, uid, gid)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _remove(path: Path) -> None:

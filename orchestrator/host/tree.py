@@ -103,13 +103,15 @@ def _sync_tree(src: Path, dest: Path) -> None:
             d.unlink(missing_ok=True)
             os.symlink(e.target, d)
         else:
-            _write(d, s.read_bytes(), e.mode, e.uid, e.gid)
+            write_file_as(d, s.read_bytes(), e.mode, e.uid, e.gid)
         os.chown(d, e.uid, e.gid, follow_symlinks=False)
         if e.kind != "link":
             os.chmod(d, e.mode)
 
 
-def _write(path: Path, content: bytes, mode: int, uid: int, gid: int) -> None:
+def write_file_as(path: Path, content: bytes, mode: int, uid: int, gid: int) -> None:
+    """Write `content` to `path` atomically (a synced temporary file renamed over it) with
+    exactly this mode and owner."""
     tmp = path.with_name(path.name + ".orchestrator-tmp")
     with open(tmp, "wb") as f:
         f.write(content)
