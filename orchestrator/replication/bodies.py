@@ -17,7 +17,10 @@ sent again (a retried POST); a relay body only once.
 
 from __future__ import annotations
 
-import fcntl
+try:
+    import fcntl  # the splice pipe's size (Linux)
+except ImportError:  # Windows: no fcntl, and no splice either (plain buffered copies)
+    fcntl = None  # type: ignore[assignment]
 import hashlib
 import os
 import select
@@ -96,7 +99,8 @@ def _pipe() -> tuple[int, int]:
     if pipe is None:
         pipe = _local.pipe = os.pipe2(os.O_CLOEXEC)
         try:
-            fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE)
+            if fcntl is not None:
+                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE)
         except OSError:
             pass  # the default 64 KB works, with more splices
     return pipe
