@@ -66,8 +66,9 @@ def instances(host) -> set[str]:
 
 def running(host, comm: str) -> bool:
     """A process named `comm` runs inside the host (minbase has no pgrep)."""
+    # -q: a match counts even when a process vanished during the glob (grep then says 2).
     return host.run(
-        f"grep -lx {comm} /proc/[0-9]*/comm", check=False).returncode == 0
+        f"grep -qsx {comm} /proc/[0-9]*/comm", check=False).returncode == 0
 
 
 def clean_old(host, etc_before: str) -> None:
