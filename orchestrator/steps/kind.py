@@ -36,3 +36,8 @@ STAGE_SUFFIX = "-stage"
 def stage_id(step_id: str) -> str:
     """The id of the stage step that pre-stages `step_id`'s work before the stop (one place)."""
     return f"{step_id}{STAGE_SUFFIX}"
+
+
+def staged_id(stage_step_id: str) -> str:
+    """The id of the step a stage step pre-stages: the inverse of `stage_id`."""
+    return stage_step_id.removesuffix(STAGE_SUFFIX)

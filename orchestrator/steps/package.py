@@ -44,7 +44,7 @@ from orchestrator.journal import StepRecord, StepState
 from orchestrator.orthanc import schema_fingerprint
 from orchestrator.orthanc.index import index_is_locked
 from orchestrator.steps.base import Needs, RunContext, StepBase, StepFacts, StepIntent, StepOptions
-from orchestrator.steps.kind import StepKind
+from orchestrator.steps.kind import StepKind, staged_id
 
 CONFIG_DIR = Path("/etc/orthanc")
 
@@ -290,7 +290,7 @@ class StagePackage(StepBase[PackageOptions, StageIntent, StageFacts]):
 
     def intend(self, host: Host, ctx: RunContext) -> StageIntent:
         pk = Packages(host.runner, host.changes)
-        return StageIntent(specs=tuple(_specs_of(ctx, self.id.removesuffix("-stage"), pk,
+        return StageIntent(specs=tuple(_specs_of(ctx, staged_id(self.id), pk,
                                                  self.options)), release=self.options.release)
 
     def apply(self, host: Host, ctx: RunContext, intent: StageIntent) -> StageFacts:
