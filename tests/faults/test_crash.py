@@ -14,18 +14,11 @@ import json
 import pytest
 
 from tests.harness.dicom import make_dataset
-from tests.harness.world import sha256
+from tests.harness.world import UPGRADE_STEPS, sha256
 
 pytestmark = pytest.mark.orthanc
 
-STEPS = """  - preflight
-  - stop-service: {{timeout: 60}}
-  - snapshot
-  - relocate: {{to: {to}}}
-  - upgrade: {{timeout: 120, stall: 20}}
-  - start-service: {{timeout: 60}}
-  - health-check: {{timeout: 60}}
-"""
+STEPS = UPGRADE_STEPS
 
 # Every boundary: each step's "after" (its done record is the last line), the "before" of each
 # step that stops, rewrites or restarts something (started, nothing applied yet), and a crash

@@ -34,18 +34,11 @@ import pytest
 import requests
 
 from tests.harness.dicom import make_dataset
-from tests.harness.world import REPO, World, sha256
+from tests.harness.world import UPGRADE_STEPS, REPO, World, sha256
 
 pytestmark = pytest.mark.orthanc
 
-STEPS = """  - preflight
-  - stop-service: {{timeout: 60}}
-  - snapshot
-  - relocate: {{to: {to}}}
-  - upgrade: {{timeout: 120, stall: 20}}
-  - start-service: {{timeout: 60}}
-  - health-check: {{timeout: 60}}
-"""
+STEPS = UPGRADE_STEPS
 BOUNDARIES = [
     "preflight:after", "snapshot-stage:after", "relocate-stage:after",
     "stop-service:before", "stop-service:after", "snapshot:after",

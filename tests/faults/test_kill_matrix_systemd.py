@@ -22,19 +22,12 @@ import pytest
 
 from tests.harness.dicom import make_dataset
 from tests.harness.systemd import orthanc_unit
-from tests.harness.world import REPO, World, sha256
+from tests.harness.world import UPGRADE_STEPS, REPO, World, sha256
 from tests.integration.conftest import systemd_sandbox  # noqa: F401 - the shared fixture
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.systemd]
 
-STEPS = """  - preflight
-  - stop-service: {{timeout: 60}}
-  - snapshot
-  - relocate: {{to: {to}}}
-  - upgrade: {{timeout: 120, stall: 20}}
-  - start-service: {{timeout: 60}}
-  - health-check: {{timeout: 60}}
-"""
+STEPS = UPGRADE_STEPS
 
 
 @pytest.fixture

@@ -30,6 +30,17 @@ from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, set_sc
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The full upgrade (snapshot, relocate, --upgrade) as plan steps; format with `to=` (JSON).
+UPGRADE_STEPS = """  - preflight
+  - stop-service: {{timeout: 60}}
+  - snapshot
+  - relocate: {{to: {to}}}
+  - upgrade: {{timeout: 120, stall: 20}}
+  - start-service: {{timeout: 60}}
+  - health-check: {{timeout: 60}}
+"""
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -15,17 +15,11 @@ from orchestrator.errors import ExitCode
 from orchestrator.orthanc.index import attachment_paths
 from orchestrator.plan import load_plan
 from tests.harness.dicom import make_dataset
+from tests.harness.world import UPGRADE_STEPS
 
 pytestmark = pytest.mark.orthanc
 
-STEPS = """  - preflight
-  - stop-service: {{timeout: 60}}
-  - snapshot
-  - relocate: {{to: {to}}}
-  - upgrade: {{timeout: 120, stall: 20}}
-  - start-service: {{timeout: 60}}
-  - health-check: {{timeout: 60}}
-"""
+STEPS = UPGRADE_STEPS
 
 
 def _files(root):

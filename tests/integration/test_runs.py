@@ -14,18 +14,11 @@ from orchestrator.engine import Outcome
 from orchestrator.errors import ExitCode, JournalOpenError
 from orchestrator.plan import load_plan
 from tests.harness.dicom import make_dataset
-from tests.harness.world import sha256
+from tests.harness.world import UPGRADE_STEPS, sha256
 
 pytestmark = pytest.mark.orthanc
 
-STEPS = """  - preflight
-  - stop-service: {{timeout: 60}}
-  - snapshot
-  - relocate: {{to: {to}}}
-  - upgrade: {{timeout: 120, stall: 20}}
-  - start-service: {{timeout: 60}}
-  - health-check: {{timeout: 60}}
-"""
+STEPS = UPGRADE_STEPS
 
 
 @pytest.fixture(scope="module")
