@@ -14,6 +14,10 @@ the old package's .deb), then:
 3. stores the carried files into the old version over REST and checks each by MD5:
    "N instances received since the upgrade were carried back".
 
+A blue/green move is reverted by its steps' own undo: the switch sends clients back
+(or gives the ports back) and carries what the new server received since the switch
+into the old server; the freeze's undo lifts the write freeze.
+
 The new folder is never started again: relocate's undo moves it aside, and the old
 binary only ever runs on the old folder or the snapshot. `dry_run` lists it all and
 changes nothing (the count comes from the running new version's REST API).
@@ -33,7 +37,6 @@ from orchestrator.journal import Event, RunHistory, RunOutcome, StepState
 from orchestrator.orthanc import storage
 from orchestrator.plan import Plan
 from orchestrator.run_report import Outcome
-from orchestrator.steps import from_journal
 from orchestrator.steps.kind import StepKind
 from orchestrator.steps.package import missing_way_back
 from orchestrator.wiring import (WiredRun, journal_for, lock_for, open_run, orthanc_locks,
@@ -63,8 +66,8 @@ def revert(plan: Plan, *, state_dir: Path | None = None, dry_run: bool = False,
             held.append(other)
         history = _finished_run(journal_for(state, plan.service.name).last_run())
         wired = open_run(plan, dry=dry_run, state_dir=state,
-                         records={k: replace(v) for k, v in history.steps.items()})
-        wired.steps = from_journal(history.specs)
+                         records={k: replace(v) for k, v in history.steps.items()},
+                         specs=history.specs)
         _check_still_there(wired)
         carry = _Carry(wired, history)
         extra = {"observe": observe} if observe is not None else {}
@@ -156,7 +159,14 @@ class _Carry:
         self.notes: list[str] = []
         self.count = 0
 
+    @property
+    def by_switch(self) -> bool:
+        """A blue/green move: its switch's undo carries back what the new server received."""
+        return any(step.kind == StepKind.SWITCH for step in self.wired.steps)
+
     def collect(self) -> None:
+        if self.by_switch:
+            return
         config = self.ctx.config()
         if config.index_backend != "sqlite":
             self.notes.append(f"nothing carried back: the index is in {config.index_backend} "
@@ -214,6 +224,8 @@ class _Carry:
         return None
 
     def send(self) -> str:
+        if self.by_switch:
+            return "what the new server received since the switch was carried back by its undo"
         if self.host.changes.dry:
             return f"{self.count} instances received since the upgrade would be carried back"
         client = self.host.orthanc()

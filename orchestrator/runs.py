@@ -25,7 +25,6 @@ from orchestrator.journal import Journal, RunHistory
 from orchestrator.lock import LockOwner, read_lock_owner
 from orchestrator.orthanc.config import load_config
 from orchestrator.plan import Plan, check_against_config
-from orchestrator.steps import from_journal
 from orchestrator.steps.base import Host, RunContext
 from orchestrator.steps.recovery import manual_restore, prove_restored
 from orchestrator.wiring import WiredRun, journal_for, lock_for, open_run, orthanc_locks, state_dir_for
@@ -192,10 +191,10 @@ def _continue(plan: Plan, mode: str, state_dir: Path | None, observe: Observer |
                 f"the last run {history.run_id} is closed ({history.outcome.value})"
             return NothingToDo(mode, f"{what}: nothing to {mode}")
         # No config cross-check: a crashed run may have pointed the config at its new folder.
+        # A rollback undoes what ran, whatever the plan says now.
         wired = open_run(plan, dry=False, state_dir=state, run_id=history.run_id,
-                         records=history.steps)
-        if mode == "rollback" and history.specs:
-            wired.steps = from_journal(history.specs)  # undo what ran, whatever the plan says now
+                         records=history.steps,
+                         specs=history.specs if mode == "rollback" else None)
         held.engine = engine = _engine(wired, mode, observe)
         engine.report.notes.extend(held.notes)
         return engine.rollback(history) if mode == "rollback" else engine.resume(history)

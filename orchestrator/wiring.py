@@ -29,7 +29,8 @@ from orchestrator.orthanc.survey import Survey, survey
 from orchestrator.plan import Plan
 from orchestrator.services.base import ServiceManager, ServiceTarget
 from orchestrator.services.detect import detect, make_manager
-from orchestrator.steps import build
+from orchestrator.steps import build, from_journal
+from orchestrator.steps.bluegreen.ports import NewService
 from orchestrator.steps.base import RunContext
 
 DEFAULT_STATE_DIR = Path("/var/lib/orchestrator")
@@ -113,10 +114,12 @@ def plan_digest(plan: Plan) -> str:
 
 def open_run(plan: Plan, *, dry: bool, state_dir: Path | None = None, run_id: str | None = None,
              records: dict | None = None, runner: Runner | None = None,
-             manager_options: dict | None = None) -> WiredRun:
+             manager_options: dict | None = None, specs: list | None = None) -> WiredRun:
     """Build the host, steps and context for `plan` (dry: changes are only recorded).
 
-    `runner` and `manager_options` (e.g. a SysV `script`) are for embedding and tests.
+    `specs`: build the steps a journal recorded instead of the plan's (to undo what ran,
+    whatever the plan says now). `runner` and `manager_options` (e.g. a SysV `script`)
+    are for embedding and tests.
     """
     svc = plan.service
     state = state_dir_for(plan, state_dir)
@@ -126,14 +129,36 @@ def open_run(plan: Plan, *, dry: bool, state_dir: Path | None = None, run_id: st
     hidden = [name for name in hidden if not config_reads_variable(config, name)]
     runner, clock = runner or RealRunner(hidden_env=hidden), RealClock()
     manager, manager_note = plan_manager(plan, config, runner, clock, manager_options)
+    steps = from_journal(specs) if specs else build(plan)
+    peer = peer_manager(steps, runner, clock)
     host = make_host(dry=dry, manager=manager, orthanc=orthanc, runner=runner, clock=clock,
-                     hidden_env=hidden)
+                     hidden_env=hidden, peer=peer)
     host.files.add_private_root(state)
     run_id = run_id or new_run_id()
     ctx = RunContext(plan=plan, run_id=run_id,
                      run_dir=state / safe_name(svc.name) / run_id, records=dict(records or {}))
     journal = MemoryJournal() if dry else journal_for(state, svc.name)
-    return WiredRun(plan, build(plan), host, ctx, journal, state, plan_digest(plan), manager_note)
+    return WiredRun(plan, steps, host, ctx, journal, state, plan_digest(plan), manager_note)
+
+
+def peer_manager(steps: list[Any], runner: Runner, clock: Clock) -> ServiceManager | None:
+    """The manager of the second service a step names (a blue/green `ports` switch's new
+    server), or None."""
+    for step in steps:
+        new = getattr(step.options, "new_service", None)
+        if isinstance(new, NewService):
+            try:
+                config = load_config(new.config)
+            except InputError as exc:
+                raise InputError(f"{step.id}.new_service.config: {exc.message}",
+                                 hint=exc.hint) from None
+            target = ServiceTarget(
+                name=new.name, binary=Path(new.binary), config=Path(new.config),
+                index_dir=Path(config.index_dir) if config.index_backend == "sqlite" else None,
+                pidfile=new.pidfile, log_file=new.log_file, user=new.user,
+                stop_grace=float(new.stop_grace))
+            return service_manager(target, new.manager, runner, clock)[0]
+    return None
 
 
 def plan_manager(plan: Plan, config: OrthancConfig, runner: Runner, clock: Clock,

@@ -79,6 +79,7 @@ class Host:
     service: ServicePort
     orthanc: Callable[[], OrthancPort]  # a fresh REST client for the service (reads only)
     databases: Databases  # the index database of a PostgreSQL/MySQL site (dump, clone, ...)
+    peer: ServicePort | None = None  # a second service of this host (blue/green's new server)
 
 
 def make_databases(changes: Changes, runner: Runner) -> Databases:
@@ -88,12 +89,14 @@ def make_databases(changes: Changes, runner: Runner) -> Databases:
 
 def make_host(*, dry: bool, manager: object, orthanc: Callable[[], OrthancPort],
               runner: Runner | None = None, clock: Clock | None = None,
-              hidden_env: Sequence[str] = ()) -> Host:
-    """Assemble a real (dry=False) or dry host around a service manager and a REST factory."""
+              hidden_env: Sequence[str] = (), peer: object | None = None) -> Host:
+    """Assemble a real (dry=False) or dry host around a service manager and a REST factory
+    (`peer`: the manager of a second service of this host, if the plan needs one)."""
     changes = Changes(dry=dry)
     runner = runner or RealRunner()
     clock = clock or RealClock()
     return Host(changes=changes, clock=clock, runner=runner, files=Files(changes),
                 processes=Processes(changes, clock, hidden_env=hidden_env),
                 commands=Commands(runner, changes), service=ServicePort(manager, changes),
-                orthanc=orthanc, databases=make_databases(changes, runner))
+                orthanc=orthanc, databases=make_databases(changes, runner),
+                peer=ServicePort(peer, changes) if peer is not None else None)

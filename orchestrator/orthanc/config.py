@@ -58,6 +58,8 @@ class OrthancConfig:
     max_patient_count: int  # 0 = unlimited
     plugins: tuple[str, ...]  # the Plugins entries, resolved
     http_enabled: bool = True
+    dicom_port: int | None = 4242  # None: DicomPort is not a port number (only read if needed)
+    dicom_enabled: bool = True  # DicomServerEnabled
     plugin_files: tuple[Path, ...] = ()  # shared libraries found in `plugins`
     disabled_backends: tuple[str, ...] = ()  # "PostgreSQL" or "PostgreSQL.EnableIndex" not exactly true
     max_storage_mode: str | None = None  # MaximumStorageMode (Orthanc >= 1.11.2), if set
@@ -81,6 +83,7 @@ class OrthancConfig:
             "index_backend": self.index_backend, "storage_backend": self.storage_backend,
             "compression": self.compression, "store_md5": self.store_md5,
             "http_enabled": self.http_enabled, "http_port": self.http_port, "ssl": self.ssl,
+            "dicom_enabled": self.dicom_enabled, "dicom_port": self.dicom_port,
             "remote_access": self.remote_access, "auth_enabled": self.auth_enabled,
             "registered_users": list(self.registered_users), "local_url": self.local_url,
             "max_storage_size": self.max_storage_size, "max_patient_count": self.max_patient_count,
@@ -169,6 +172,10 @@ class _Reader:
             raise self.bad(key, "a port number from 1 to 65535",
                            "Orthanc fails or truncates it to 16 bits")
         return value
+
+    def lenient_port(self, key: str, default: int) -> int | None:
+        value = self.values.get(key, default)
+        return value if _is_int(value) and 1 <= value <= 65535 else None
 
     def limit(self, key: str) -> int:
         value = self.values.get(key, 0)
@@ -271,6 +278,8 @@ class _Reader:
             max_storage_size=self.limit("MaximumStorageSize"),
             max_patient_count=self.limit("MaximumPatientCount"),
             plugins=plugins, http_enabled=self.boolean("HttpServerEnabled", True),
+            dicom_port=self.lenient_port("DicomPort", 4242),
+            dicom_enabled=self.boolean("DicomServerEnabled", True),
             plugin_files=plugin_files, disabled_backends=disabled,
             max_storage_mode=mode if isinstance(mode, str) else None)
         # Built last: reading the values above adds warnings.

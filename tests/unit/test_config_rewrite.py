@@ -1,4 +1,4 @@
-"""set_string_value: change one top-level string, keep every other byte."""
+"""set_string_value / set_int_value: change one top-level value, keep every other byte."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.errors import InputError
 from orchestrator.orthanc.config import load_config
-from orchestrator.orthanc.config_edit import set_string_value
+from orchestrator.orthanc.config_edit import set_int_value, set_string_value
 
 TEXT = """\ufeff{
   // "StorageDirectory": "/in/a/comment",
@@ -79,3 +79,35 @@ def test_the_debian_configuration_round_trips():
     diff = [(a, b) for a, b in zip(text.splitlines(), out.splitlines()) if a != b]
     assert diff == [('  "IndexDirectory" : "/var/lib/orthanc/db-v6",',
                      '  "IndexDirectory" : "/var/lib/orthanc/db-v7",')]
+
+
+PORTS = """{
+  // "HttpPort": 1, in a comment
+  "Sub": { "HttpPort": 2 },
+  "HttpPort" : 8043,   /* ours */
+  "DicomPort": "4243",
+}
+"""
+
+
+def test_an_integer_is_replaced_in_place(tmp_path):
+    out = set_int_value(PORTS, "HttpPort", 8042)
+    assert out == PORTS.replace("8043", "8042")
+    (tmp_path / "c.json").write_text(out)
+    assert load_config(tmp_path / "c.json").http_port == 8042
+
+
+def test_an_unset_integer_is_added_after_the_brace(tmp_path):
+    out = set_int_value(PORTS, "DicomAet", 5)
+    assert out.startswith('{\n  "DicomAet": 5,\n  // "HttpPort"')
+    assert set_int_value("{ }", "DicomPort", 4242) == '{\n  "DicomPort": 4242 }'
+    (tmp_path / "c.json").write_text(set_int_value(PORTS.replace('"4243"', "4243"),
+                                                   "DicomPort", 104))
+    assert load_config(tmp_path / "c.json").dicom_port == 104
+
+
+def test_a_non_integer_literal_is_refused():
+    with pytest.raises(InputError, match=r"DicomPort.*line 5, column 16.*not an integer"):
+        set_int_value(PORTS, "DicomPort", 4242)
+    with pytest.raises(InputError, match="not an integer"):
+        set_int_value('{"HttpPort": ${PORT}}', "HttpPort", 8042)

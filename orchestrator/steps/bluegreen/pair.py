@@ -75,6 +75,13 @@ def pair(ctx: RunContext) -> Pair:
                 workers=opts.workers, policy=RetryPolicy(attempts=opts.retries + 1))
 
 
+def target_at(ctx: RunContext, url: str) -> Endpoint:
+    """The new server (its credentials) reached at `url`: after a `ports` switch, the old
+    server's address."""
+    opts = copy_step(ctx).options
+    return _endpoint(url, opts.credentials, 1, opts.timeout)
+
+
 def state_dir(ctx: RunContext) -> Path:
     return ctx.run_dir / STATE_FOLDER
 

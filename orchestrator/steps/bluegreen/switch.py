@@ -1,7 +1,9 @@
 """switch: send the clients to the new server, which ends the write freeze; undo sends them back.
 
-Ways: `command` (the admin's argv: DNS, a load balancer, a port swap script)
-or `report` (the step only says where clients must go; the freeze lasts until
+Ways: `command` (the admin's argv: DNS, a load balancer, a port swap script),
+`ports` (both servers on this host: the old one stops, the new one restarts on the
+old one's HTTP and DICOM ports, see ports.py; undo gives the ports back) or
+`report` (the step only says where clients must go; the freeze lasts until
 the admin has switched them). The new server's last change is journaled
 before the switch, so that undo can carry back what arrived on it since:
 undo runs the admin's undo argv (which should point clients back to the old
@@ -26,12 +28,16 @@ from orchestrator.journal import StepRecord
 from orchestrator.replication.follow import follow, last_seq, prime
 from orchestrator.run_report import Downtime
 from orchestrator.steps.base import RunContext, StepBase, StepFacts, StepIntent, StepOptions, latest
+from orchestrator.orthanc.config import load_config
 from orchestrator.steps.bluegreen import pair as pairs
+from orchestrator.steps.bluegreen.ports import NewService, PortEdit, give_back, plan_edits, \
+    ports_to_take, take
 from orchestrator.steps.kind import StepKind
 
 
 class SwitchWay(str, Enum):
     COMMAND = "command"
+    PORTS = "ports"
     REPORT = "report"
 
 
@@ -42,11 +48,14 @@ class SwitchOptions(StepOptions):
     undo: tuple[str, ...] | None = None
     carry_back: bool = True
     timeout: float = 120.0
+    new_service: NewService | None = None  # ports: the new server as a service of this host
 
 
 @dataclass(frozen=True, kw_only=True)
 class SwitchIntent(StepIntent):
     target_seq: int  # the new server's last change before the switch
+    edits: tuple[PortEdit, ...] = ()  # ports: the new server's configuration files changed
+    old_running: bool = False  # ports: the old server ran before the switch (undo starts it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +74,9 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
     def describe(self) -> str:
         if self.options.how is SwitchWay.COMMAND and self.options.argv:
             return f"switch clients to the new server: {shlex.join(self.options.argv)}"
+        if self.options.how is SwitchWay.PORTS and self.options.new_service:
+            return (f"stop the old server; restart {self.options.new_service.name} on the old "
+                    "server's ports")
         return "report where clients must go now (the new server)"
 
     def check(self, host: Host, ctx: RunContext) -> list[str]:
@@ -72,17 +84,43 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
             raise RefusedError("switch: {how: command} needs an argv",
                                hint="give switch: {how: command, argv: [...], undo: [...]}")
         pairs.copy_step(ctx)
+        if self.options.how is SwitchWay.PORTS:
+            self._ports_check(host, ctx)
         return []
+
+    def _ports_check(self, host: Host, ctx: RunContext) -> None:
+        new = self.options.new_service
+        if new is None:
+            raise RefusedError("switch: {how: ports} needs the new server's service",
+                               hint="give switch: {how: ports, new_service: {name: ..., "
+                                    "config: ...}}")
+        if host.peer is None:
+            raise RefusedError("switch: {how: ports}: the new server's service is not wired",
+                               hint="a bug: please report it")
+        config = load_config(new.config)
+        target = pairs.pair(ctx).target
+        if target.port != config.http_port:
+            raise RefusedError(f"switch: {{how: ports}}: the new server {target.base_url} is not "
+                               f"the one of {new.config} (HttpPort {config.http_port})",
+                               hint="replicate.to and switch.new_service must name one server")
+        ports_to_take(ctx.config(), config)  # refuses a DicomPort it cannot take
 
     def intend(self, host: Host, ctx: RunContext) -> SwitchIntent:
         p = pairs.pair(ctx)
-        return SwitchIntent(target_seq=last_seq(p.target, p.policy))
+        seq = last_seq(p.target, p.policy)
+        if self.options.how is not SwitchWay.PORTS or self.options.new_service is None:
+            return SwitchIntent(target_seq=seq)
+        new = load_config(self.options.new_service.config)
+        edits = plan_edits(new, ports_to_take(ctx.config(), new), pairs.state_dir(ctx) / "ports")
+        return SwitchIntent(target_seq=seq, edits=edits, old_running=host.service.status().running)
 
     def apply(self, host: Host, ctx: RunContext, intent: SwitchIntent) -> SwitchFacts:
         p = pairs.pair(ctx)
         if self.options.how is SwitchWay.COMMAND:
             host.commands.run(self.options.argv or (), timeout=self.options.timeout)
             said = "clients switched"
+        elif self.options.how is SwitchWay.PORTS:
+            said = self._take_ports(host, ctx, intent)
         else:
             said = f"point clients at {p.target.base_url} now (the freeze lasts until then)"
         switched_at = pairs.wall()
@@ -93,11 +131,48 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
                            summary=f"{said}{freeze}",
                            notes=(f"write freeze: {length:.2f} s",) if length is not None else ())
 
+    def _take_ports(self, host: Host, ctx: RunContext, intent: SwitchIntent) -> str:
+        """Stop the old server, give its ports to the new one, restart that, and wait until
+        it answers on the old server's address."""
+        peer, timeout = host.peer, self.options.timeout
+        assert peer is not None  # checked
+        if host.service.status().running:
+            host.service.stop(timeout=timeout)
+        take(host, intent.edits)
+        ctx.persist(self.id, {"ports_taken": True})
+        if peer.status().running:
+            peer.stop(timeout=timeout)
+        peer.start(timeout=timeout)
+        url = pairs.source(ctx).base_url
+        there = pairs.target_at(ctx, url)
+        host.changes.apply(f"wait until {peer.name} answers on {url}",
+                           pairs.wait_answers, there, host.clock, timeout)
+        moved = ", ".join(f"{k} {v}" for e in intent.edits for k, v in e.ports.items())
+        return f"{peer.name} now serves on the old server's ports ({moved or 'the same ports'})"
+
+    def _give_ports_back(self, host: Host, ctx: RunContext, intent: SwitchIntent) -> str:
+        peer, timeout = host.peer, self.options.timeout
+        if peer is None:
+            raise RefusedError("switch: {how: ports}: the new server's service is not wired",
+                               hint="a bug: please report it")
+        if peer.status().running:
+            peer.stop(timeout=timeout)
+        give_back(host, intent.edits)
+        peer.start(timeout=timeout)
+        target = pairs.pair(ctx).target
+        host.changes.apply(f"wait until {peer.name} answers on {target.base_url}",
+                           pairs.wait_answers, target, host.clock, timeout)
+        if intent.old_running and not host.service.status().running:
+            host.service.start(timeout=timeout)
+        return f"{peer.name} is back on its own ports"
+
     def undo(self, host: Host, ctx: RunContext, record: StepRecord) -> str:
         intent = self.intent_of(record)
         if intent is None:
             return "the switch had not begun"
         said = []
+        if self.options.how is SwitchWay.PORTS:
+            said.append(self._give_ports_back(host, ctx, intent))
         if self.options.how is SwitchWay.COMMAND and self.options.undo:
             done = host.commands.run(self.options.undo, timeout=self.options.timeout)
             said.append(f"switched back ({shlex.join(self.options.undo)}: exit {done.returncode})")
@@ -126,6 +201,13 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
 
     def manual_undo(self, ctx: RunContext, record: StepRecord) -> str:
         p = pairs.pair(ctx)
+        intent = self.intent_of(record)
+        if self.options.how is SwitchWay.PORTS and intent is not None and intent.edits:
+            files = "; ".join(f"{e.file} from {e.backup}" if e.backup else f"remove {e.file}"
+                              for e in intent.edits)
+            return (f"stop the new server, put back its configuration ({files}), start it and "
+                    f"the old server again, then: orchestrator replicate {p.target.base_url} "
+                    f"{p.source.base_url}")
         return (f"point clients back at {p.source.base_url}, then copy what arrived on "
                 f"{p.target.base_url} since the switch: orchestrator replicate "
                 f"{p.target.base_url} {p.source.base_url}")
