@@ -28,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,12 +37,12 @@ from orchestrator.engine import Engine, RunReport
 from orchestrator.errors import OrchestratorError, OrthancHttpError, RefusedError
 from orchestrator.journal import Event, RunHistory, RunOutcome, StepState
 from orchestrator.orthanc import storage
+from orchestrator.holding import Held, locked
 from orchestrator.plan import Plan
 from orchestrator.run_report import Outcome
 from orchestrator.steps.kind import StepKind
 from orchestrator.steps.package import missing_way_back
-from orchestrator.wiring import (WiredRun, journal_for, lock_for, open_run, orthanc_locks,
-                                  state_dir_for)
+from orchestrator.wiring import WiredRun, journal_for, open_run, state_dir_for
 
 MODE = "revert"
 
@@ -53,17 +55,7 @@ def revert(plan: Plan, *, state_dir: Path | None = None, dry_run: bool = False,
     the old folder, the snapshot or the old package's .deb is gone.
     """
     state = state_dir_for(plan, state_dir)
-    lock = None if dry_run else lock_for(state, plan.service.name)
-    # Besides the state folder's lock, the per-Orthanc ones: no other run, under any service
-    # name or state folder, may work on this Orthanc while it is reverted.
-    others = [] if dry_run else orthanc_locks(plan)
-    held = []
-    if lock is not None:
-        lock.acquire(MODE)
-    try:
-        for other in others:
-            other.acquire(MODE, service=plan.service.name, state_dir=state)
-            held.append(other)
+    with _held(plan, state, dry_run) as held:
         history = _finished_run(journal_for(state, plan.service.name).last_run())
         wired = open_run(plan, dry=dry_run, state_dir=state,
                          records={k: replace(v) for k, v in history.steps.items()},
@@ -73,6 +65,7 @@ def revert(plan: Plan, *, state_dir: Path | None = None, dry_run: bool = False,
         extra = {"observe": observe} if observe is not None else {}
         engine = Engine(wired.steps, wired.host, wired.journal, wired.ctx, mode=MODE,
                         plan_sha256=wired.plan_sha256, **extra)
+        held.engine = engine  # SIGTERM during its undo is noted, not obeyed (as in rollback)
         _start_journal(wired, history)
         carry.collect()
         report = engine.rollback(replace(history, message=f"revert of run {history.run_id}"))
@@ -83,11 +76,17 @@ def revert(plan: Plan, *, state_dir: Path | None = None, dry_run: bool = False,
             report.error = None
             report.notes.insert(0, f"reverted run {history.run_id}")
         return report
-    finally:
-        for other in reversed(held):
-            other.release()
-        if lock is not None:
-            lock.release()
+
+
+@contextmanager
+def _held(plan: Plan, state: Path, dry_run: bool) -> Iterator[Held]:
+    """A real revert holds the run's locks with signals interrupting (holding.locked); a dry
+    one takes nothing."""
+    if dry_run:
+        yield Held([])
+        return
+    with locked(plan, state, MODE, None) as held:
+        yield held
 
 
 # -- refusals --------------------------------------------------------------------------------

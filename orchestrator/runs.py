@@ -9,13 +9,9 @@ the platform has them) become an interrupt, which rolls back like Ctrl-C.
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.engine import Engine, RunReport
 from orchestrator.run_report import iso_utc
@@ -27,11 +23,10 @@ from orchestrator.orthanc.config import load_config
 from orchestrator.plan import Plan, check_against_config
 from orchestrator.steps.base import Host, RunContext
 from orchestrator.steps.recovery import manual_restore, prove_restored
-from orchestrator.wiring import WiredRun, journal_for, lock_for, open_run, orthanc_locks, state_dir_for
+from orchestrator.holding import Notify, locked
+from orchestrator.wiring import WiredRun, journal_for, open_run, state_dir_for
 
 Observer = Callable[..., None]  # engine events: observe(event, **data)
-Notify = Callable[[str], None]  # a message the operator should see at once (a stale lock)
-INTERRUPTING = ("SIGTERM", "SIGHUP")  # names: Windows has no SIGHUP
 
 
 @dataclass(frozen=True)
@@ -122,7 +117,7 @@ def run(plan: Plan, *, state_dir: Path | None = None, observe: Observer | None =
     runner, manager_options: for embedding and tests (a fake runner, a SysV `script`).
     """
     state = state_dir_for(plan, state_dir)
-    with _locked(plan, state, "run", notify) as held:
+    with locked(plan, state, "run", notify) as held:
         history = journal_for(state, plan.service.name).last_run()
         if history is not None and history.open:
             raise JournalOpenError(
@@ -184,7 +179,7 @@ def status(plan: Plan | None = None, *, state_dir: Path | None = None) -> RunSta
 def _continue(plan: Plan, mode: str, state_dir: Path | None, observe: Observer | None,
               notify: Notify | None) -> RunReport | NothingToDo:
     state = state_dir_for(plan, state_dir)
-    with _locked(plan, state, mode, notify) as held:
+    with locked(plan, state, mode, notify) as held:
         history = journal_for(state, plan.service.name).last_run()
         if history is None or not history.open:
             what = "no run recorded" if history is None else \
@@ -219,70 +214,6 @@ def _engine(wired: WiredRun, mode: str, observe: Observer | None) -> Engine:
     if wired.manager_note:
         engine.report.notes.append(wired.manager_note)
     return engine
-
-
-@dataclass
-class _Held:
-    """What a locked use case shares with its signal handler: the notes, and its engine."""
-
-    notes: list[str]
-    engine: Engine | None = None
-
-
-@contextmanager
-def _locked(plan: Plan, state: Path, command: str, notify: Notify | None) -> Iterator[_Held]:
-    """Hold the service's run lock (yielding the notes to report) with signals interrupting."""
-    lock = lock_for(state, plan.service.name)
-    try:
-        lock.acquire(command)
-    except JournalOpenError as exc:
-        # The lock's own hint names a bare `status`, which reads the default state folder.
-        raise JournalOpenError(exc.message, hint=f"wait for it to finish; `orchestrator status "
-                                                 f"{plan.source}` shows it") from None
-    held = []
-    try:
-        for other in orthanc_locks(plan):
-            other.acquire(command, service=plan.service.name, state_dir=state)
-            held.append(other)
-        notes = [n for n in [lock.stale_message()] if n]
-        for note in notes:
-            if notify is not None:
-                notify(note)
-        held_ = _Held(notes)
-        with _signals_interrupt(held_):
-            yield held_
-    finally:
-        for other in reversed(held):
-            other.release()
-        lock.release()
-
-
-@contextmanager
-def _signals_interrupt(held: _Held) -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt (the engine rolls back on it); only in the
-    main thread, the one place Python lets a handler be set, and only the signals that exist.
-    Once the engine is going backwards (a rollback, or undoing after a failure) they are
-    noted and ignored: a stop of the tool must not cut its own rollback short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        engine = held.engine
-        if engine is not None and engine.undoing:
-            note = f"signal {signum} received during the rollback: ignored until it ends"
-            if note not in engine.report.notes:
-                engine.report.notes.append(note)
-            return
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    wanted = [s for s in (getattr(signal, name, None) for name in INTERRUPTING) if s is not None]
-    previous = {s: signal.signal(s, interrupt) for s in wanted}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _open_journal_note(wired: WiredRun) -> str | None:

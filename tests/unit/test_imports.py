@@ -28,8 +28,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 ALLOWED = {
     "cli": {"runs", "wiring", "plan", "report", "orthanc", "replication",
             "reverts"},
-    "runs": {"wiring", "plan", "engine", "run_report", "steps", "orthanc", "host.runner"},
-    "reverts": {"wiring", "plan", "engine", "run_report", "steps", "orthanc"},  # a use case
+    "runs": {"holding", "wiring", "plan", "engine", "run_report", "steps", "orthanc",
+             "host.runner"},
+    "reverts": {"holding", "wiring", "plan", "engine", "run_report", "steps", "orthanc"},
+    "holding": {"wiring", "plan", "engine"},  # the use cases' locks and signals
     "wiring": {"plan", "steps", "orthanc", "services", "host"},
     "plan": {"orthanc.credentials"},
     "engine": {"steps.base", "run_report"},
@@ -47,7 +49,8 @@ ALLOWED = {
 # any other top-level module importing nothing of the package but errors (found below).
 LEAVES = {"errors", "journal", "lock", "progress", "__init__", "__main__"}
 THIRD_PARTY_OWNERS = {"click": {"cli"}, "yaml": {"plan"}, "jsonschema": {"plan"}}
-COMPOSITION = {"runs": {"cli"}, "wiring": {"cli", "runs", "reverts"}}  # module -> who may import it
+COMPOSITION = {"runs": {"cli"}, "wiring": {"cli", "runs", "reverts", "holding"},
+               "holding": {"runs", "reverts"}}  # module -> who may import it
 
 # Imports inside functions, outside cli/: only what exists on one platform only, and the
 # plan's parsers (their import costs `orchestrator --help` and `schema` tens of ms).

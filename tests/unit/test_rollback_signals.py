@@ -8,19 +8,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import runs
+from orchestrator import holding
 
 
 def _held(undoing: bool):
     engine = SimpleNamespace(undoing=undoing, report=SimpleNamespace(notes=[]))
-    return runs._Held([], engine)  # type: ignore[arg-type]
+    return holding.Held([], engine)  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
 def test_a_signal_going_forwards_interrupts():
     held = _held(undoing=False)
     with pytest.raises(KeyboardInterrupt):
-        with runs._signals_interrupt(held):
+        with holding.signals_interrupt(held):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -28,7 +28,7 @@ def test_a_signal_going_forwards_interrupts():
 def test_a_signal_during_the_rollback_is_noted_and_ignored():
     held = _held(undoing=True)
     before = signal.getsignal(signal.SIGTERM)
-    with runs._signals_interrupt(held):
+    with holding.signals_interrupt(held):
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGHUP)
     assert signal.getsignal(signal.SIGTERM) == before
