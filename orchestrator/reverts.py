@@ -40,7 +40,9 @@ from orchestrator.orthanc import storage
 from orchestrator.holding import Held, locked
 from orchestrator.plan import Plan
 from orchestrator.run_report import Outcome
+from orchestrator.steps.healthy import PROBE_PATIENT
 from orchestrator.steps.kind import StepKind
+from orchestrator.steps.service import instances_listed
 from orchestrator.steps.package import missing_way_back
 from orchestrator.wiring import WiredRun, journal_for, open_run, state_dir_for
 
@@ -150,6 +152,7 @@ class _Carry:
     """The instances the new version received that the old index lacks."""
 
     def __init__(self, wired: WiredRun, history: RunHistory):
+        self.history = history
         self.host = wired.host
         self.ctx = wired.ctx
         self.wired = wired
@@ -168,8 +171,7 @@ class _Carry:
             return
         config = self.ctx.config()
         if config.index_backend != "sqlite":
-            self.notes.append(f"nothing carried back: the index is in {config.index_backend} "
-                              "(the database the new version wrote is kept)")
+            self._collect_over_rest(config.index_backend)
             return
         new_dir, storage_dir = Path(config.index_dir), Path(config.storage_dir)
         old_index = self._old_index()
@@ -206,6 +208,54 @@ class _Carry:
                 dest = self.dir / f"{att.instance_id}.dcm"
                 dest.write_bytes(data)
                 self.files.append((att.instance_id, md5, dest))
+
+    def _collect_over_rest(self, backend: str) -> None:
+        """A database index: the old version's instances are those the upgrade's stop listed;
+        the running new version's others are read over REST (each checked by MD5)."""
+        kept = f"the database the new version wrote is kept ({backend})"
+        old = instances_listed(Path(self.ctx.run_dir).parent / self.history.run_id)
+        if old is None:
+            self.notes.append(f"nothing carried back: the instance IDs listed before the "
+                              f"upgrade's stop are missing; {kept}")
+            return
+        client = self.host.orthanc()
+        try:
+            try:
+                now = set(client.get_json("/instances"))  # type: ignore[attr-defined]
+            except OrchestratorError as exc:
+                self.notes.append(f"nothing carried back: the new version does not answer "
+                                  f"({exc.message}); {kept}")
+                return
+            wanted = sorted(now - old - _probes(client))
+            self.count = len(wanted)
+            if self.host.changes.dry:
+                self.host.changes.apply(f"copy the {self.count} instances the old version lacks "
+                                        f"from the new version's REST API to {self.dir}",
+                                        lambda: None)
+                return
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for instance in wanted:
+                self._fetch(client, instance)
+        finally:
+            client.close()
+
+    def _fetch(self, client, instance: str) -> None:
+        try:
+            data = client.request("GET", f"/instances/{instance}/file").content
+            stored = client.request("GET", f"/instances/{instance}/attachments/dicom/md5",
+                                    expect=(200, 404)).text.strip()
+        except OrchestratorError as exc:
+            self.notes.append(f"instance {instance}: not read from the new version "
+                              f"({exc.message}): not carried back")
+            return
+        md5 = hashlib.md5(data).hexdigest()
+        if stored and len(stored) == 32 and stored != md5:
+            self.notes.append(f"instance {instance}: its file does not match its MD5: "
+                              "not carried back")
+            return
+        dest = self.dir / f"{instance}.dcm"
+        dest.write_bytes(data)
+        self.files.append((instance, md5, dest))
 
     def _old_index(self) -> Path | None:
         """The index the old version will run on: the old folder, else the snapshot."""
@@ -248,6 +298,16 @@ class _Carry:
             text += (f"; {len(failures)} failed ({'; '.join(failures[:3])}): their files are in "
                      f"{self.dir}")
         return text
+
+
+def _probes(client) -> set[str]:
+    """The health check's store-probe instances (a crash may leave one): never carried."""
+    patient = hashlib.sha1(PROBE_PATIENT.encode()).hexdigest()
+    public = "-".join(patient[i:i + 8] for i in range(0, 40, 8))
+    try:
+        return set(client.get_json(f"/patients/{public}/instances?expand=false") or [])
+    except OrchestratorError:
+        return set()
 
 
 def _instances(index: Path) -> set[str]:

@@ -75,8 +75,13 @@ def ids_file(ctx: RunContext) -> Path:
 
 def instances_before(ctx: RunContext) -> set[str] | None:
     """The instance IDs listed just before the stop (None when they were not read)."""
+    return instances_listed(ctx.run_dir)
+
+
+def instances_listed(run_dir: Path) -> set[str] | None:
+    """The instance IDs a run's stop listed (its folder given), or None."""
     try:
-        text = ids_file(ctx).read_text(encoding="ascii")
+        text = (Path(run_dir) / IDS_FILE).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
         return None
     lines = text.splitlines()

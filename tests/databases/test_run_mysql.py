@@ -82,3 +82,20 @@ def test_rollback_after_a_newer_plugin_touched_the_database_restores_the_dump(wo
     assert w.counts()["CountInstances"] == rest["CountInstances"] + 1
     assert "restored" in json.dumps(steps["snapshot"])
     assert sha256(w.config)
+
+
+def test_revert_restores_the_dump_and_carries_back_what_arrived(world_factory, mariadb):
+    """A finished MariaDB upgrade (snapshot = a dump), studies stored on the new version, then
+    `revert`: the old state comes back from the dump and the new studies are carried back."""
+    w = my_world(world_factory, mariadb, "myrev")
+    plan = w.plan(PLAN.format(touch=""))
+    rc, report, err = w.cli("run", str(plan))
+    assert rc == 0, json.dumps(report)[-2000:] + err
+    before = set(w.get("/instances"))
+    w.upload(make_dataset(2, per_series=1, rows=8, cols=8, seed="after-upgrade"))
+    arrived = set(w.get("/instances")) - before
+    assert len(arrived) == 2
+    rc, report, err = w.cli("revert", str(plan))
+    assert rc == 0, json.dumps(report)[-2000:] + err
+    assert "2 instances received since the upgrade were carried back" in json.dumps(report)
+    assert set(w.get("/instances")) == before | arrived

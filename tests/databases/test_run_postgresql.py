@@ -363,3 +363,33 @@ def test_inspect_shows_the_database_and_its_hazards(world_factory, postgres):
     assert {"copied-index-shares-files", "database-in-use"} <= codes
     rc, text, err = w.cli("inspect", str(w.config), json_out=False)
     assert rc == 0 and "Database index (PostgreSQL / MySQL)" in text and PASSWORD not in text
+
+
+def test_revert_a_day_later_carries_back_what_the_new_version_received(world_factory, postgres):
+    """A finished PostgreSQL upgrade, then studies stored on the new version, then `revert`:
+    the config names the old database again and every instance stored since the upgrade is
+    on it, with the MD5 of its bytes (read from the new version over REST)."""
+    w = pg_world(world_factory, postgres, "pgrev")
+    text = w.config.read_text()
+    plan = plan_for(w, "pgrev_next")
+    rc, report, err = w.cli("run", str(plan))
+    assert rc == 0, (report, err)
+    before = set(w.get("/instances"))
+    store(w, "after-upgrade-1")
+    store(w, "after-upgrade-2")
+    arrived = {i: requests.get(f"{w.url}/instances/{i}/attachments/dicom/md5", timeout=10).text
+               for i in set(w.get("/instances")) - before}
+    assert len(arrived) == 2
+    rc, dry, err = w.cli("revert", "--dry-run", str(plan))
+    assert rc == 0 and "copy the 2 instances the old version lacks" in json.dumps(dry), (dry, err)
+    rc, report, err = w.cli("revert", str(plan))
+    assert rc == 0, (report, err)
+    assert w.config.read_text() == text  # the old database again, every other byte kept
+    assert "2 instances received since the upgrade were carried back" in json.dumps(report)
+    now = set(w.get("/instances"))
+    assert before | set(arrived) == now
+    for iid, md5 in arrived.items():
+        assert requests.get(f"{w.url}/instances/{iid}/attachments/dicom/md5",
+                            timeout=10).text == md5
+    assert postgres.sql("SELECT count(*) FROM resources WHERE resourcetype = 3;",  # 0-based
+                        database="pgrev") == str(len(now))
