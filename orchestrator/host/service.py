@@ -1,13 +1,17 @@
 """The service port: a service manager whose changes go through `Changes`.
 
-`status()` always observes the real service; `stop()` and `start()` are
-changes, described by the manager's own command lines, so a dry run prints the
-exact commands a real run would use and neither acts nor waits.
+`status()` observes the real service; `stop()` and `start()` are changes,
+described by the manager's own command lines, so a dry run prints the exact
+commands a real run would use and neither acts nor waits. After a dry run's
+stop or start, `status()` says what that change would have left (running or
+not), so that later steps plan on the state the run would really meet.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from orchestrator.host.changes import Changes
@@ -19,6 +23,7 @@ class ServicePort:
     def __init__(self, manager: Any, changes: Changes):
         self.manager = manager
         self.changes = changes
+        self._would_run: bool | None = None  # a dry run's stop (False) or start (True)
 
     @property
     def kind(self) -> str:
@@ -29,7 +34,13 @@ class ServicePort:
         return self.manager.target.name
 
     def status(self) -> Any:
-        return self.manager.status()
+        real = self.manager.status()
+        if self._would_run is None or real.running == self._would_run:
+            return real
+        state = type(real.state)["RUNNING" if self._would_run else "STOPPED"]
+        return WouldBe(state, real.main_pid if self._would_run else None,
+                       f"as the dry run's earlier {'start' if self._would_run else 'stop'} "
+                       "would leave it")
 
     def warnings(self) -> list[str]:
         return list(self.manager.warnings())
@@ -41,12 +52,33 @@ class ServicePort:
     def stop(self, *, timeout: float) -> None:
         """Stop the service; return once it is proven stopped."""
         text = f"stop the {self.kind} service {self.name}: {_commands(self.manager.stop_commands())}"
-        self.changes.apply(text, self.manager.stop, timeout=timeout)
+        self.changes.apply(text, self.manager.stop, timeout=timeout,
+                           simulate=lambda: self._would(False))
 
     def start(self, *, timeout: float) -> None:
         """Start the service; return once it runs."""
         text = f"start the {self.kind} service {self.name}: {_commands(self.manager.start_commands())}"
-        self.changes.apply(text, self.manager.start, timeout=timeout)
+        self.changes.apply(text, self.manager.start, timeout=timeout,
+                           simulate=lambda: self._would(True))
+
+    def _would(self, running: bool) -> None:
+        self._would_run = running
+
+
+@dataclass(frozen=True)
+class WouldBe:
+    """A dry run's status of the service: what its earlier changes would have left."""
+
+    state: Enum  # the manager's own State member
+    main_pid: int | None
+    detail: str
+
+    @property
+    def running(self) -> bool:
+        return self.state.name == "RUNNING"
+
+    def to_dict(self) -> dict:
+        return {"state": self.state.value, "main_pid": self.main_pid, "detail": self.detail}
 
 
 def _commands(argvs: list[list[str]]) -> str:

@@ -14,6 +14,7 @@ from orchestrator.host.host import Commands
 from orchestrator.host.processes import Ended, Processes
 from orchestrator.host.runner import FakeRunner
 from orchestrator.host.service import ServicePort
+from orchestrator.services.base import ServiceStatus, State
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -92,7 +93,7 @@ def test_service_port_describes_the_managers_commands_and_acts_only_for_real():
         target = type("T", (), {"name": "orthanc"})()
 
         def status(self):
-            return "running"
+            return ServiceStatus(State.RUNNING, 42, "PID 42")
 
         def stop(self, *, timeout):
             self.calls.append(("stop", timeout))
@@ -108,8 +109,14 @@ def test_service_port_describes_the_managers_commands_and_acts_only_for_real():
 
     m = Manager()
     dry = ServicePort(m, Changes(dry=True))
+    assert dry.status().running
     dry.stop(timeout=5)
-    assert m.calls == [] and dry.status() == "running"
+    # Not stopped (the manager was not called), but later steps see what the stop would leave.
+    assert m.calls == [] and not dry.status().running and dry.status().main_pid is None
+    assert dry.status().state is State.STOPPED and "dry run" in dry.status().detail
+    dry.start(timeout=5)
+    assert dry.status() == m.status()  # as the real service is: running
+    dry.changes.items.pop()
     real = ServicePort(m, Changes())
     real.stop(timeout=5)
     assert m.calls == [("stop", 5)]

@@ -84,13 +84,14 @@ def take(host: Host, edits: tuple[PortEdit, ...]) -> None:
             original = host.files.read_bytes(edit.file)
             if not host.files.exists(edit.backup):  # a rerun keeps the first, true original
                 host.files.make_dir(edit.backup.parent)
-                host.files.write(edit.backup, original, f"a copy of {edit.file}")
+                host.files.write(edit.backup, original,
+                                 f"keep a copy of {edit.file} as {edit.backup}")
             text = original.decode(**ENCODING)
         for key, value in edit.ports.items():
             text = set_int_value(text, key, value)
         said = ", ".join(f"{k} {v}" for k, v in edit.ports.items())
         host.files.write(edit.file, text.encode(**ENCODING),
-                         f"the new server's configuration, taking the old ports ({said})")
+                         f"write {said} into the new server's configuration {edit.file}")
 
 
 def give_back(host: Host, edits: tuple[PortEdit, ...]) -> None:
@@ -98,7 +99,8 @@ def give_back(host: Host, edits: tuple[PortEdit, ...]) -> None:
     for edit in edits:
         if edit.backup is None:
             if host.files.exists(edit.file):
-                host.files.remove([edit.file], "our file of the new server's configuration")
+                host.files.remove([edit.file], f"remove {edit.file} (ours) from the new "
+                                  "server's configuration")
         elif host.files.exists(edit.backup):
             host.files.write(edit.file, host.files.read_bytes(edit.backup),
-                             "the new server's configuration as it was before the switch")
+                             f"put {edit.file} back as it was before the switch")

@@ -126,9 +126,7 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
         switched_at = pairs.wall()
         frozen_at = _frozen_at(ctx)
         length = round(switched_at - frozen_at, 3) if frozen_at else None
-        freeze = f"; write freeze {length:.2f} s" if length is not None else ""
-        return SwitchFacts(switched_at=switched_at, write_freeze_s=length,
-                           summary=f"{said}{freeze}",
+        return SwitchFacts(switched_at=switched_at, write_freeze_s=length, summary=said,
                            notes=(f"write freeze: {length:.2f} s",) if length is not None else ())
 
     def _take_ports(self, host: Host, ctx: RunContext, intent: SwitchIntent) -> str:
