@@ -152,7 +152,8 @@ def test_faults_are_distinct_errors_and_change_nothing(bookworm_host):
         got = run_port(host, f"""
     errors = {{}}
     for name, call in [
-        ("locked", lambda: pk.download("trixie", ["orthanc={TRIXIE}"])),
+        ("locked", lambda: Packages(pk.runner, pk.changes, lock_wait=2).download(
+            "trixie", ["orthanc={TRIXIE}"])),
         ("unknown", lambda: pk.check_version("orthanc", "1.12.8+dfsg-1", "trixie")),
     ]:
         try:
@@ -189,7 +190,7 @@ def test_faults_are_distinct_errors_and_change_nothing(bookworm_host):
     assert {k: v[0] for k, v in errors.items()} == {
         "locked": "AptLockedError", "unknown": "UnknownVersionError", "network": "NoNetworkError",
         "deb": "DebMissingError", "full": "DiskFullError"}
-    assert "held by python3" in errors["locked"][1]
+    assert "lock is still, after 2 s, held by python3 (pid " in errors["locked"][1]  # apt waited
     assert TRIXIE in errors["unknown"][1] and "1.13.0+dfsg-1+b1 (sid)" in errors["unknown"][1]
     for kind, message, hint in errors.values():
         assert "\n" not in message and hint
