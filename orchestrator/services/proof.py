@@ -114,6 +114,23 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _current(proc: psutil.Process) -> psutil.Process | None:
+    """The process that has this PID now.
+
+    process_iter keeps its Process objects between calls: when a PID was reused since
+    (pid_max is 32768 on many hosts), it yields the old object once, whose is_running()
+    is False and whose create_time is the old process's. A just-started Orthanc would be
+    missed, or recorded under a dead process's start time. (The command line, read
+    live, already named the new one.)
+    """
+    if proc.is_running():
+        return proc
+    try:
+        return psutil.Process(proc.pid)
+    except psutil.Error:
+        return None
+
+
 def _create_time(proc: psutil.Process) -> float | None:
     try:
         return proc.create_time()
@@ -132,7 +149,10 @@ def orthanc_processes(binary: Path, *, any_root: bool = False
             cmdline = proc.cmdline()
         except (psutil.Error, OSError):
             continue
-        if not cmdline or not (_proc_binary_names(proc, cmdline) & wanted) or not _alive(proc):
+        if not cmdline or not (_proc_binary_names(proc, cmdline) & wanted):
+            continue
+        proc = _current(proc)
+        if proc is None or not _alive(proc):
             continue
         elsewhere = not _shares_our_root(proc.pid)
         if elsewhere and not any_root:
