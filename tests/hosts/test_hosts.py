@@ -138,7 +138,7 @@ def test_a_host_with_sysvinit_as_init(sysvinit_image, wheels, host_factory):
     assert "db-v6-next" in host.path("/etc/orthanc/orthanc.json").read_text()
 
 
-def test_a_failing_test_still_powers_off_unmounts_and_deletes_its_host(bookworm_image):
+def test_a_failing_test_still_stops_unmounts_and_deletes_its_host(bookworm_image):
     from tests.harness.debian_host import DebianHost
     with pytest.raises(ZeroDivisionError):
         with DebianHost(bookworm_image, name="doomed") as host:

@@ -146,8 +146,9 @@ def test_jump_to_sid_fails_half_way_and_the_way_back_is_clean(bookworm_host):
 def test_faults_are_distinct_errors_and_change_nothing(bookworm_host):
     host = bookworm_host
     host.run("python3 -c \"import fcntl,time; f=open('/var/lib/dpkg/lock-frontend','w'); "
-             "fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(600)\" > /dev/null 2>&1 & "
-             "echo $! > /root/locker.pid; sleep 1")
+             "fcntl.lockf(f, fcntl.LOCK_EX); open('/root/locked', 'w'); time.sleep(600)\" "
+             "> /dev/null 2>&1 & echo $! > /root/locker.pid; "
+             "while [ ! -e /root/locked ]; do sleep 0.02; done")  # held from here on
     try:
         got = run_port(host, f"""
     errors = {{}}
@@ -163,7 +164,7 @@ def test_faults_are_distinct_errors_and_change_nothing(bookworm_host):
     out["errors"] = errors
 """)
     finally:
-        host.run("kill $(cat /root/locker.pid)")  # by PID, inside the host
+        host.run("kill $(cat /root/locker.pid); rm -f /root/locked")  # by PID, inside the host
     offline = run_port(host, """
     errors = {}
     for name, call in [
