@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import requests
 
-from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, set_schema_version
+from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, set_schema_version, waking
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,7 +141,8 @@ class World:
                 proc.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
-        psutil.wait_procs(self.processes(), timeout=30)
+        with waking(self.port):
+            psutil.wait_procs(self.processes(), timeout=30)
 
     def kill_all(self) -> None:
         for proc in self.processes():
