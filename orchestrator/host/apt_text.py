@@ -188,7 +188,8 @@ class AptFailure(Enum):
 
 _FAILURES: tuple[tuple[AptFailure, re.Pattern], ...] = (
     (AptFailure.LOCKED, re.compile(r"Could not get lock|Unable to acquire the dpkg frontend lock"
-                                   r"|Unable to lock the administration directory")),
+                                   r"|Unable to lock the administration directory"
+                                   r"|was locked by another process")),  # dpkg's own
     (AptFailure.UNKNOWN_VERSION, re.compile(r"Version '[^']*' for '[^']*' was not found"
                                             r"|Release '[^']*' for '[^']*' was not found"
                                             r"|Unable to locate package")),
@@ -211,12 +212,16 @@ def classify_apt_failure(text: str) -> AptFailure:
 
 
 _LOCK_HOLDER = re.compile(r"held by process (\d+) \(([^)]*)\)")
+_DPKG_LOCK_HOLDER = re.compile(r"was locked by another process with pid (\d+)")
 
 
 def lock_holder(text: str) -> tuple[int, str] | None:
-    """(pid, program) of the process apt says holds its lock, when it says so."""
+    """(pid, program) of the process apt (or dpkg: program "") says holds its lock."""
     m = _LOCK_HOLDER.search(text)
-    return (int(m.group(1)), m.group(2)) if m else None
+    if m:
+        return int(m.group(1)), m.group(2)
+    m = _DPKG_LOCK_HOLDER.search(text)
+    return (int(m.group(1)), "") if m else None
 
 
 _NOT_FOUND = re.compile(r"Version '([^']*)' for '([^']*)' was not found")

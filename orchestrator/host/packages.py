@@ -13,20 +13,30 @@ After the stop: `states()` (kept), `save_tree(/etc/orthanc, RUN/etc-orthanc)`,
 `install(release, specs, log=RUN/apt.log)`. Undo: `repair()` (may raise while
 the new package still fails), `install(old_release, rollback_specs(before,
 states(), names))`, `restore_tree(...)`, `reset_failed(unit)`.
+
+A change waits up to `lock_wait` seconds for apt's and dpkg's lock (an apt left
+running by a killed run finishes its work alone): apt through
+`-o DPkg::Lock::Timeout`, `dpkg --configure -a` (which has no such option) by
+asking the kernel who holds the lock (F_GETLK) before it runs.
 """
 
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import CommandError, Completed, OrchestratorError, RefusedError
-from orchestrator.host import apt_text
+from orchestrator.errors import CommandError, Completed
+from orchestrator.host import apt_text, dpkg_lock
 from orchestrator.host.apt_text import AptFailure, Move, PackageState, PlannedMove, Policy
 from orchestrator.host.changes import Changes
+from orchestrator.host.dpkg_lock import DPKG_LOCKS
+from orchestrator.host.package_errors import (  # noqa: F401 - the port's errors, named here too
+    AptLockedError, DebMissingError, DiskFullError, HalfConfiguredError, NoNetworkError,
+    PackageError, UnknownVersionError, apt_error, listing, lock_error)
 from orchestrator.host.runner import Runner
 from orchestrator.host.tree import copy_tree, restore_tree, write_file_as
 
@@ -37,44 +47,7 @@ ENV = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C", "APT_LISTCHANGES_FRON
 KEEP_CONFFILES = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
 APT_TIMEOUT = 1800.0
 READ_TIMEOUT = 60.0
-
-
-# -- errors ---------------------------------------------------------------------------------------
-class PackageError(OrchestratorError):
-    """apt or dpkg failed for a reason not listed below."""
-
-
-class AptLockedError(RefusedError):
-    """Another process holds apt's or dpkg's lock."""
-
-
-class UnknownVersionError(RefusedError):
-    """apt does not know the requested version; `known` lists what it knows."""
-
-    def __init__(self, message: str, hint: str | None = None, *, known: Sequence[str] = (), **kw):
-        super().__init__(message, hint, **kw)
-        self.known = list(known)
-
-
-class NoNetworkError(RefusedError):
-    """apt could not fetch packages."""
-
-
-class DiskFullError(RefusedError):
-    """No room left for apt's downloads or dpkg's files."""
-
-
-class HalfConfiguredError(PackageError):
-    """dpkg left packages half-way (unpacked, half-configured, ...); `states` lists them."""
-
-    def __init__(self, message: str, hint: str | None = None, *,
-                 states: Sequence[PackageState] = (), **kw):
-        super().__init__(message, hint, **kw)
-        self.states = list(states)
-
-
-class DebMissingError(RefusedError):
-    """The .deb needed to go back to a version is neither cached nor downloadable."""
+LOCK_WAIT = 300.0  # seconds a change waits for another apt/dpkg to let go of the lock
 
 
 @dataclass(frozen=True)
@@ -91,12 +64,19 @@ class Packages:
     """apt and dpkg on this machine: reads real, changes through `changes`."""
 
     def __init__(self, runner: Runner, changes: Changes, *, cache: Path = APT_CACHE,
-                 policy_rc_d: Path = POLICY_RC_D):
+                 policy_rc_d: Path = POLICY_RC_D, lock_wait: float = LOCK_WAIT,
+                 dpkg_locks: Sequence[Path] = DPKG_LOCKS):
         self.runner = runner
         self.changes = changes
         self.cache = Path(cache)
         self.policy_rc_d = Path(policy_rc_d)
+        self.lock_wait = lock_wait
+        self.dpkg_locks = tuple(Path(p) for p in dpkg_locks)
         self._arch: str | None = None
+
+    def _wait_lock(self) -> tuple[str, ...]:
+        """apt's option to wait for the dpkg lock (apt >= 1.9.11) instead of failing at once."""
+        return ("-o", f"DPkg::Lock::Timeout={int(self.lock_wait)}")
 
     # -- reads -------------------------------------------------------------------------------
     def states(self, names: Sequence[str] = ()) -> dict[str, PackageState]:
@@ -117,7 +97,7 @@ class Packages:
         left = self.unsettled()
         if left:
             raise HalfConfiguredError(
-                "dpkg was left half-way: " + _listing(left),
+                "dpkg was left half-way: " + listing(left),
                 hint="finish it first with `dpkg --configure -a` (or roll back)", states=left)
 
     def policy(self, name: str) -> Policy:
@@ -182,7 +162,8 @@ class Packages:
     # -- changes -----------------------------------------------------------------------------
     def download(self, release: str | None, specs: Sequence[str]) -> None:
         """Fetch NAME=VERSION packages (and what they pull in) into the apt cache; install nothing."""
-        argv = ["apt-get", "install", "--download-only", "-y", "-q", *_target(release), *specs]
+        argv = ["apt-get", "install", "--download-only", "-y", "-q", *self._wait_lock(),
+                *_target(release), *specs]
         self.changes.apply(f"download {' '.join(specs)} into the apt cache "
                            f"(`{shlex.join(argv)}`)", self._apt, argv)
 
@@ -205,7 +186,7 @@ class Packages:
         apt's output goes to `log`. Raise when apt fails or dpkg is left half-way.
         """
         argv = ["apt-get", "install", "-y", "-q", "--allow-downgrades", *KEEP_CONFFILES,
-                *_target(release), *specs]
+                *self._wait_lock(), *_target(release), *specs]
         with self.restarts_held():
             self.changes.apply(f"install {' '.join(specs)} (`{shlex.join(argv)}`), output to {log}",
                                self._install, argv, specs, Path(log))
@@ -256,11 +237,11 @@ class Packages:
 
     # -- actions (run only through Changes) -----------------------------------------------------
     def _apt(self, argv: list[str], log: Path | None = None) -> Completed:
-        done = self.runner.run(argv, timeout=APT_TIMEOUT, check=False, env=ENV)
+        done = self.runner.run(argv, timeout=APT_TIMEOUT + self.lock_wait, check=False, env=ENV)
         if log is not None:
             _write_log(log, done)
         if done.returncode != 0:
-            raise apt_error(done)
+            raise apt_error(done, waited=self.lock_wait)
         return done
 
     def _fetch_deb(self, name: str, version: str) -> Path:
@@ -284,16 +265,27 @@ class Packages:
         self._verify(specs)
 
     def _repair(self, argv: list[str]) -> None:
-        done = self.runner.run(argv, timeout=APT_TIMEOUT, check=False, env=ENV)
-        if done.returncode != 0:
-            raise apt_error(done)
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            holder = dpkg_lock.wait_unlocked(self.dpkg_locks, deadline)
+            if holder is not None:
+                raise lock_error(" ".join(argv[:2]), (holder, dpkg_lock.program(holder)),
+                                 self.lock_wait)
+            done = self.runner.run(argv, timeout=APT_TIMEOUT, check=False, env=ENV)
+            if done.returncode == 0:
+                break
+            # Taken again between the look and dpkg's start: wait again, within the deadline.
+            if apt_text.classify_apt_failure(done.stdout + done.stderr) is not AptFailure.LOCKED \
+                    or time.monotonic() >= deadline:
+                raise apt_error(done, waited=self.lock_wait)
+            time.sleep(dpkg_lock.POLL)
         self._verify(())
 
     def _verify(self, specs: Sequence[str]) -> None:
         left = self.unsettled()
         if left:
             raise HalfConfiguredError(
-                "dpkg left " + _listing(left),
+                "dpkg left " + listing(left),
                 hint="run the rollback, or `dpkg --configure -a` by hand", states=left)
         wanted = dict(s.split("=", 1) for s in specs if "=" in s)
         states = self.states(list(wanted)) if wanted else {}
@@ -325,45 +317,8 @@ def rollback_specs(before: dict[str, PackageState], now: dict[str, PackageState]
     return specs
 
 
-def apt_error(done: Completed) -> OrchestratorError:
-    """The error class for a failed apt or dpkg run, from its output."""
-    text = done.stdout + "\n" + done.stderr
-    cmd = " ".join(done.argv[:2])
-    kind = apt_text.classify_apt_failure(text)
-    if kind is AptFailure.LOCKED:
-        holder = apt_text.lock_holder(text)
-        who = f" by {holder[1]} (pid {holder[0]})" if holder else ""
-        return AptLockedError(f"{cmd}: the apt/dpkg lock is held{who}",
-                              hint="wait for the other package manager to finish, then retry",
-                              completed=done)
-    if kind is AptFailure.UNKNOWN_VERSION:
-        missing = apt_text.missing_version(text)
-        what = f"{missing[0]} {missing[1]}" if missing else done.tail(1)
-        return UnknownVersionError(f"{cmd}: apt knows no {what}",
-                                   hint="list the known versions with `apt-cache policy`",
-                                   completed=done)
-    if kind is AptFailure.DISK_FULL:
-        return DiskFullError(f"{cmd}: no space left for apt ({done.tail(1)})",
-                             hint="free space in /var/cache/apt/archives (`apt-get clean`) and /",
-                             completed=done)
-    if kind is AptFailure.NO_NETWORK:
-        return NoNetworkError(f"{cmd}: cannot fetch packages ({done.tail(1)})",
-                              hint="check the network and the apt sources, then retry",
-                              completed=done)
-    if kind is AptFailure.INTERRUPTED:
-        return HalfConfiguredError(f"{cmd} failed half-way: {done.tail(1)}",
-                                   hint="run the rollback, or `dpkg --configure -a` by hand",
-                                   completed=done)
-    return PackageError(f"{cmd} exited {done.returncode}: {done.tail(1)}",
-                        hint="see apt's output", completed=done)
-
-
 def _target(release: str | None) -> list[str]:
     return ["-t", release] if release else []
-
-
-def _listing(states: Sequence[PackageState]) -> str:
-    return ", ".join(f"{s.name} {s.version} ({s.abbrev})" for s in states)
 
 
 def _known(pol: Policy) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,8 +232,26 @@ class ProcessManager:
             raise ServiceError(f"cannot start {argv[0]}: {exc}",
                                hint="check the binary path, the log file's folder, the user and the "
                                f"working folder ({kwargs.get('cwd', os.getcwd())})") from exc
+        _await_arguments(child)
         self._child = child
         return child
+
+
+def _await_arguments(child: subprocess.Popen, limit: float = 1.0) -> None:
+    """Return once the child's command line is in place (or it ended, or `limit` passed).
+
+    Popen returns once the exec began, a moment before the kernel puts the new arguments
+    in place (seen: 2 of 300 starts read an empty command line right after Popen): a
+    status() at once would find no process of this config and call the service stopped.
+    """
+    deadline = time.monotonic() + limit
+    while child.poll() is None and time.monotonic() < deadline:
+        try:
+            if psutil.Process(child.pid).cmdline():
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.001)
 
 
 def _exists(pid: int) -> bool:

@@ -8,11 +8,19 @@ Orthanc drops its command line before it has exited); it and the index lock
 only confirm: no live process of the target's binary names the target's
 config, and no process holds the SQLite index (a running Orthanc holds it with
 LOCKING_MODE=EXCLUSIVE: `index_is_locked`).
+
+"This host" is the processes that share the tool's root directory: an Orthanc in a
+container or a chroot on the same kernel (seen in the process table, with the same
+`/usr/sbin/Orthanc /etc/orthanc/` command line) runs another system's files, so it
+is neither the service nor another instance here. What an init script's
+`start-stop-daemon --exec` would signal is another question, answered by
+`exec_collateral` with start-stop-daemon's own rule (it reaches into containers).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +44,7 @@ class OrthancProcess:
     config: str | None  # the config argument (last positional), resolved against its cwd
     arguments: tuple[str, ...] = ()  # every positional argument, resolved
     started_at: float | None = None  # psutil create_time: with the PID, names this process
+    elsewhere: bool = False  # under another root directory: a container's or a chroot's
 
     @property
     def recorded(self) -> Recorded:
@@ -45,7 +54,8 @@ class OrthancProcess:
         return _norm(str(config)) in self.arguments
 
     def describe(self) -> str:
-        return f"PID {self.pid} ({' '.join(self.cmdline)[:160]})"
+        where = ", in a container or chroot" if self.elsewhere else ""
+        return f"PID {self.pid} ({' '.join(self.cmdline)[:160]}{where})"
 
 
 def _norm(path: str) -> str:
@@ -104,6 +114,23 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _current(proc: psutil.Process) -> psutil.Process | None:
+    """The process that has this PID now.
+
+    process_iter keeps its Process objects between calls: when a PID was reused since
+    (pid_max is 32768 on many hosts), it yields the old object once, whose is_running()
+    is False and whose create_time is the old process's. A just-started Orthanc would be
+    missed, or recorded under a dead process's start time. (The command line, read
+    live, already named the new one.)
+    """
+    if proc.is_running():
+        return proc
+    try:
+        return psutil.Process(proc.pid)
+    except psutil.Error:
+        return None
+
+
 def _create_time(proc: psutil.Process) -> float | None:
     try:
         return proc.create_time()
@@ -111,8 +138,10 @@ def _create_time(proc: psutil.Process) -> float | None:
         return None
 
 
-def orthanc_processes(binary: Path) -> list[tuple[psutil.Process, OrthancProcess]]:
-    """Every live process whose program is named like `binary` (any config)."""
+def orthanc_processes(binary: Path, *, any_root: bool = False
+                      ) -> list[tuple[psutil.Process, OrthancProcess]]:
+    """Every live process whose program is named like `binary` (any config), on this host:
+    under the tool's root directory (`any_root`: containers and chroots too)."""
     wanted = _binary_names(binary)
     found = []
     for proc in psutil.process_iter():
@@ -120,22 +149,76 @@ def orthanc_processes(binary: Path) -> list[tuple[psutil.Process, OrthancProcess
             cmdline = proc.cmdline()
         except (psutil.Error, OSError):
             continue
-        if not cmdline or not (_proc_binary_names(proc, cmdline) & wanted) or not _alive(proc):
+        if not cmdline or not (_proc_binary_names(proc, cmdline) & wanted):
+            continue
+        proc = _current(proc)
+        if proc is None or not _alive(proc):
+            continue
+        elsewhere = not _shares_our_root(proc.pid)
+        if elsewhere and not any_root:
             continue
         paths = _positional_paths(proc, cmdline)
         found.append((proc, OrthancProcess(proc.pid, tuple(cmdline), paths[-1] if paths else None,
-                                           tuple(paths), _create_time(proc))))
+                                           tuple(paths), _create_time(proc), elsewhere)))
     return found
 
 
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _shares_our_root(pid: int) -> bool:
+    """False when `pid` runs under another root directory (a container, a chroot).
+
+    Linux only (/proc/PID/root; its link text says "/" for a container too, so the
+    directory's identity is compared). Elsewhere, or unreadable (not root): True, as
+    before, so a process is never hidden from a stop proof for want of a permission.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    theirs = _file_id(f"/proc/{pid}/root")
+    return theirs is None or theirs == _file_id("/proc/self/root")
+
+
+def _exec_matches(pid: int, exec_id: tuple[int, int]) -> bool:
+    """start-stop-daemon's `--exec` test (dpkg's pid_is_exec), for Linux: the path that
+    /proc/PID/exe names, less " (deleted)", looked up *here*, is the --exec file.
+
+    Not the executable's own identity: a container's Orthanc reads as /usr/sbin/Orthanc
+    (its root is out of our reach), so the host's start-stop-daemon signals it too (seen
+    with `start-stop-daemon --stop --test` beside a booted Debian container); a copy of
+    the binary at another path is spared.
+    """
+    try:
+        name = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    return _file_id(name.removesuffix(" (deleted)")) == exec_id
+
+
 def service_processes(target: ServiceTarget) -> list[OrthancProcess]:
-    """The live processes of the target: its binary, started with its config."""
+    """The live processes of the target: its binary, started with its config, on this host."""
     return [info for _, info in orthanc_processes(target.binary) if info.runs(target.config)]
 
 
 def other_instances(target: ServiceTarget) -> list[OrthancProcess]:
     """Live processes of the same binary with another config (another Orthanc on this host)."""
     return [info for _, info in orthanc_processes(target.binary) if not info.runs(target.config)]
+
+
+def exec_collateral(target: ServiceTarget) -> list[OrthancProcess]:
+    """The processes besides the target's that `start-stop-daemon --stop --exec BINARY` would
+    signal: those of the same executable file by its rule, containers' included."""
+    exec_id = _file_id(str(target.binary))
+    if exec_id is None or not sys.platform.startswith("linux"):
+        return other_instances(target)
+    ours = {p.pid for p in service_processes(target)}
+    return [info for _, info in orthanc_processes(target.binary, any_root=True)
+            if info.pid not in ours and _exec_matches(info.pid, exec_id)]
 
 
 def other_instances_warning(target: ServiceTarget) -> list[str]:
@@ -154,7 +237,7 @@ def is_service_process(pid: int, target: ServiceTarget) -> bool:
         cmdline = proc.cmdline()
     except (psutil.Error, OSError):
         return False
-    if not cmdline or not _alive(proc):
+    if not cmdline or not _alive(proc) or not _shares_our_root(pid):
         return False
     return bool(_proc_binary_names(proc, cmdline) & _binary_names(target.binary)) and \
         _norm(str(target.config)) in _positional_paths(proc, cmdline)

@@ -117,12 +117,12 @@ class SysvManager:
 
     def warnings(self) -> list[str]:
         out = []
-        others = proof.other_instances(self.target)
         try:
             lines = unscoped_stop_lines(self.script.read_text(errors="replace"))
         except OSError:
             lines = []
         if lines:
+            others = proof.exec_collateral(self.target)
             where = ", ".join(str(n) for n in lines)
             text = (f"{self.script} stops processes by executable, not by pidfile (line {where}): "
                     "its stop kills every Orthanc on this host")
@@ -130,7 +130,7 @@ class SysvManager:
                 text += f", including {len(others)} other instance(s): " + \
                     ", ".join(p.describe() for p in others)
             out.append(text)
-        elif others:
+        elif others := proof.other_instances(self.target):
             out.append(f"{len(others)} other Orthanc process(es) on this host: "
                        + ", ".join(p.describe() for p in others))
         return out
@@ -171,7 +171,7 @@ class SysvManager:
             lines = unscoped_stop_lines(self.script.read_text(errors="replace"))
         except OSError:
             return
-        others = proof.other_instances(self.target) if lines else []
+        others = proof.exec_collateral(self.target) if lines else []
         if others:
             raise ServiceError(
                 f"{self.script} stop would also kill {len(others)} other Orthanc process(es) "

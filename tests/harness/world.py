@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import requests
 
-from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, set_schema_version
+from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, set_schema_version, waking
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,7 +141,8 @@ class World:
                 proc.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
-        psutil.wait_procs(self.processes(), timeout=30)
+        with waking(self.port):
+            psutil.wait_procs(self.processes(), timeout=30)
 
     def kill_all(self) -> None:
         for proc in self.processes():
@@ -188,8 +189,10 @@ class World:
         full_env.update(env or {})
         full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
         argv = [sys.executable, "-m", "orchestrator", *args] + (["--json"] if json_out else [])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env,
-                              cwd=self.root)
+        # Any stop the tool makes of this world's Orthanc ends ~1 s sooner (see `waking`).
+        with waking(self.port):
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  env=full_env, cwd=self.root)
         out: Any = done.stdout
         if json_out and done.stdout.strip().startswith("{"):
             out = json.loads(done.stdout)

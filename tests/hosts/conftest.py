@@ -1,7 +1,7 @@
 """Fixtures that boot real Debian hosts (tests/harness/debian_host.py).
 
 Images are built once per machine and cached (IMAGE_DIR); every host is a
-fresh overlay over an image, powered off and deleted at teardown, even after a
+fresh overlay over an image, killed and deleted at teardown, even after a
 failed test. The tool is installed inside from wheels of this checkout.
 """
 
@@ -85,7 +85,7 @@ def wheels_trixie(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def host_factory():
-    """Boot fresh hosts; every one is powered off and deleted at teardown."""
+    """Boot fresh hosts; every one is killed and deleted at teardown."""
     made: list[DebianHost] = []
 
     def make(image_root: Path, wheels: Path | None = None, *, wait: bool = True,

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from orchestrator.services import proof
+from orchestrator.services.base import ServiceTarget
 from tests.harness.debian_host import VERSIONS, HostError
 from tests.hosts.conftest import CHECKOUT, WHEELS_INSIDE
 
@@ -39,6 +42,37 @@ def test_a_host_boots_with_its_orthanc_service_answering(request, host_factory, 
         assert host.run(f"test -e {marker}", check=False).returncode == 1
     finally:
         marker.unlink()
+    _the_container_orthanc_is_not_this_machines(host)
+
+
+def _the_container_orthanc_is_not_this_machines(host) -> None:
+    """Seen from this machine, the container's Orthanc runs `/usr/sbin/Orthanc /etc/orthanc/`,
+    the command line of this machine's own service: it is neither that service nor another
+    instance here, yet the stock init script's start-stop-daemon --exec would signal it."""
+    binary = Path("/usr/sbin/Orthanc")
+    if not binary.exists():
+        return
+    root = os.stat(host.root)
+    theirs = [p for _, p in proof.orthanc_processes(binary, any_root=True)
+              if _same_file(f"/proc/{p.pid}/root", root)]
+    assert len(theirs) == 1 and theirs[0].elsewhere, theirs
+    pid = theirs[0].pid
+    target = ServiceTarget(name="orthanc", binary=binary, config=Path("/etc/orthanc"))
+    assert theirs[0].runs(target.config)  # the same path, in another root
+    assert pid not in [p.pid for p in proof.service_processes(target)]
+    assert pid not in [p.pid for p in proof.other_instances(target)]
+    assert pid in [p.pid for p in proof.exec_collateral(target)]
+    sees = subprocess.run(["start-stop-daemon", "--stop", "--test", "--exec", str(binary)],
+                          capture_output=True, text=True).stdout
+    assert f" {pid}." in sees, sees  # dpkg's own answer
+
+
+def _same_file(path: str, st: os.stat_result) -> bool:
+    try:
+        mine = os.stat(path)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino)
 
 
 def test_the_shipped_playbook_plans_and_runs_against_the_real_service(bookworm_host):
@@ -104,7 +138,7 @@ def test_a_host_with_sysvinit_as_init(sysvinit_image, wheels, host_factory):
     assert "db-v6-next" in host.path("/etc/orthanc/orthanc.json").read_text()
 
 
-def test_a_failing_test_still_powers_off_unmounts_and_deletes_its_host(bookworm_image):
+def test_a_failing_test_still_stops_unmounts_and_deletes_its_host(bookworm_image):
     from tests.harness.debian_host import DebianHost
     with pytest.raises(ZeroDivisionError):
         with DebianHost(bookworm_image, name="doomed") as host:

@@ -146,13 +146,15 @@ def test_jump_to_sid_fails_half_way_and_the_way_back_is_clean(bookworm_host):
 def test_faults_are_distinct_errors_and_change_nothing(bookworm_host):
     host = bookworm_host
     host.run("python3 -c \"import fcntl,time; f=open('/var/lib/dpkg/lock-frontend','w'); "
-             "fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(600)\" > /dev/null 2>&1 & "
-             "echo $! > /root/locker.pid; sleep 1")
+             "fcntl.lockf(f, fcntl.LOCK_EX); open('/root/locked', 'w'); time.sleep(600)\" "
+             "> /dev/null 2>&1 & echo $! > /root/locker.pid; "
+             "while [ ! -e /root/locked ]; do sleep 0.02; done")  # held from here on
     try:
         got = run_port(host, f"""
     errors = {{}}
     for name, call in [
-        ("locked", lambda: pk.download("trixie", ["orthanc={TRIXIE}"])),
+        ("locked", lambda: Packages(pk.runner, pk.changes, lock_wait=2).download(
+            "trixie", ["orthanc={TRIXIE}"])),
         ("unknown", lambda: pk.check_version("orthanc", "1.12.8+dfsg-1", "trixie")),
     ]:
         try:
@@ -162,7 +164,7 @@ def test_faults_are_distinct_errors_and_change_nothing(bookworm_host):
     out["errors"] = errors
 """)
     finally:
-        host.run("kill $(cat /root/locker.pid)")  # by PID, inside the host
+        host.run("kill $(cat /root/locker.pid); rm -f /root/locked")  # by PID, inside the host
     offline = run_port(host, """
     errors = {}
     for name, call in [
@@ -189,7 +191,7 @@ def test_faults_are_distinct_errors_and_change_nothing(bookworm_host):
     assert {k: v[0] for k, v in errors.items()} == {
         "locked": "AptLockedError", "unknown": "UnknownVersionError", "network": "NoNetworkError",
         "deb": "DebMissingError", "full": "DiskFullError"}
-    assert "held by python3" in errors["locked"][1]
+    assert "lock is still, after 2 s, held by python3 (pid " in errors["locked"][1]  # apt waited
     assert TRIXIE in errors["unknown"][1] and "1.13.0+dfsg-1+b1 (sid)" in errors["unknown"][1]
     for kind, message, hint in errors.values():
         assert "\n" not in message and hint

@@ -142,10 +142,25 @@ def _leaves(data, prefix=""):
         yield prefix, data
 
 
+def _text_between_equal_jsons(config: str, tries: int = 5) -> tuple[dict, str]:
+    """(JSON, text) of `inspect` with the world unchanged between them.
+
+    The service section names the other Orthanc processes on this machine, which
+    other tests (or sessions) start and stop at any moment: the text is taken between
+    two JSON documents, and kept only when those are equal."""
+    before = inspect_json(config)
+    for _ in range(tries):
+        text = inspect(config).stdout
+        after = inspect_json(config)
+        if after == before:
+            return after, text
+        before = after
+    raise AssertionError(f"inspect never answered the same twice in {tries} tries")
+
+
 def test_text_and_json_carry_the_same_facts(orthanc):
     server, _ = orthanc
-    data = inspect_json(str(server.config_path))
-    text = inspect(str(server.config_path)).stdout
+    data, text = _text_between_equal_jsons(str(server.config_path))
     for key, value in _leaves(data):
         if key in ("ok", "severity", "service"):
             continue

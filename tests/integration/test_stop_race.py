@@ -8,9 +8,9 @@ storage, each on its own loopback port) are stopped through the process manager
 at a random moment after their start, and every view taken right after `stop()`
 returns must agree that the recorded process is gone.
 
-Orthanc takes 2-4 s to exit after SIGTERM on this machine, so the workers run side
-by side (one Orthanc each, stopped and started serially); the load only widens the
-exit window the test is after. Half the starts go through the manager (its child,
+Orthanc takes 2-4 s to exit after SIGTERM on this machine (about half that when its
+web server is woken up, `waking`), so the workers run side by side (one Orthanc each,
+stopped and started serially); the load only widens the exit window the test is after. Half the starts go through the manager (its child,
 reaped), half by hand (the test's child, left a zombie until checked). No timing
 is asserted.
 """
@@ -34,7 +34,7 @@ from orchestrator.services import lifetime, proof
 from orchestrator.services.base import ServiceTarget, State
 from orchestrator.services.lifetime import Recorded
 from orchestrator.services.process import ProcessManager
-from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port
+from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, waking
 
 pytestmark = pytest.mark.orthanc
 
@@ -54,10 +54,10 @@ def _alive(pid: int, started: float | None) -> bool:
         return False
 
 
-def _target(root: Path) -> ServiceTarget:
+def _target(root: Path, port: int) -> ServiceTarget:
     (root / "storage").mkdir(parents=True)
     config = root / "orthanc.json"
-    config.write_text(json.dumps(base_config(root, free_port(), HttpThreadsCount=4), indent=2))
+    config.write_text(json.dumps(base_config(root, port, HttpThreadsCount=4), indent=2))
     return ServiceTarget(name=f"race-{root.name}", binary=Path(ORTHANC_BINARY), config=config,
                          index_dir=root / "storage", pidfile=root / "orthanc.pid",
                          log_file=root / "orthanc.log")
@@ -68,7 +68,8 @@ class Worker(threading.Thread):
 
     def __init__(self, root: Path, rounds: int, seed: int):
         super().__init__(daemon=True)
-        self.target = _target(root)
+        self.port = free_port()
+        self.target = _target(root, self.port)
         self.mgr = ProcessManager(self.target, RealRunner(), RealClock(), settle=0.0)
         self.rounds = rounds
         self.rng = random.Random(seed)
@@ -92,13 +93,19 @@ class Worker(threading.Thread):
                 self.by_hand = subprocess.Popen([ORTHANC_BINARY, str(self.target.config)],
                                                 stdout=log, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+            # Popen returns once the exec began, before the kernel has put the new
+            # arguments in place (an empty command line for a moment): no scan can tell
+            # it is an Orthanc of this config until they are.
+            while not psutil.Process(self.by_hand.pid).cmdline():
+                time.sleep(0.001)
         status = self.mgr.status()
         assert status.state == State.RUNNING, status.detail
         pid = status.main_pid
         started = lifetime.started_at(pid)
         time.sleep(self.rng.uniform(0.0, MAX_IDLE))
 
-        self.mgr.stop(timeout=60)
+        with waking(self.port):  # hurries Orthanc's web server, not the exit window
+            self.mgr.stop(timeout=60)
         self.stops += 1
         # Every view, taken at once after stop() returned, must say "gone".
         views = {

@@ -4,6 +4,9 @@ the exact /etc/orthanc copy. The same port runs against real hosts in tests/host
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from orchestrator.errors import Completed
 from orchestrator.host import apt_text
 from orchestrator.host.changes import Changes
+from orchestrator.host.dpkg_lock import posix_lock_holder
 from orchestrator.host.packages import (
     HOLD_SCRIPT, KEEP_CONFFILES, AptLockedError, DebMissingError, DiskFullError,
     HalfConfiguredError, NoNetworkError, Packages, UnknownVersionError, rollback_pairs,
@@ -23,8 +27,12 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "apt"
 OLD = "1.10.1+dfsg-2+deb12u1"
 NEW = "1.12.7+dfsg-4"
 QUERY = ("dpkg-query", "-W", "-f", apt_text.DPKG_QUERY_FORMAT)
-INSTALL = ("apt-get", "install", "-y", "-q", "--allow-downgrades", *KEEP_CONFFILES,
+WAIT_LOCK = ("-o", "DPkg::Lock::Timeout=300")  # apt waits for the lock instead of failing
+INSTALL = ("apt-get", "install", "-y", "-q", "--allow-downgrades", *KEEP_CONFFILES, *WAIT_LOCK,
            "-t", "trixie", f"orthanc={NEW}")
+DOWNLOAD = ("apt-get", "install", "--download-only", "-y", "-q", *WAIT_LOCK, "-t", "trixie",
+            f"orthanc={NEW}")
+REPAIR = ("dpkg", "--configure", "-a", "--force-confdef", "--force-confold")
 
 
 def ok(stdout: str = "", rc: int = 0) -> Completed:
@@ -35,10 +43,11 @@ def data(name: str) -> str:
     return (DATA / name).read_text()
 
 
-def port(tmp_path: Path, script: dict, *, dry: bool = False) -> tuple[Packages, FakeRunner]:
+def port(tmp_path: Path, script: dict, *, dry: bool = False, **kw) -> tuple[Packages, FakeRunner]:
     runner = FakeRunner(script)
+    kw.setdefault("dpkg_locks", (tmp_path / "lock-frontend",))  # never this machine's dpkg
     return Packages(runner, Changes(dry=dry), cache=tmp_path / "cache",
-                    policy_rc_d=tmp_path / "policy-rc.d"), runner
+                    policy_rc_d=tmp_path / "policy-rc.d", **kw), runner
 
 
 def installed(version: str) -> str:
@@ -102,8 +111,7 @@ def test_apt_rc_0_with_a_package_left_half_configured_is_a_failure(tmp_path):
     ("apt-get-disk-full.txt", DiskFullError),
 ])
 def test_download_failures_are_distinct_errors_with_a_hint(tmp_path, capture, error):
-    argv = ("apt-get", "install", "--download-only", "-y", "-q", "-t", "trixie", f"orthanc={NEW}")
-    pk, _ = port(tmp_path, {argv: ok(data(capture), rc=100)})
+    pk, _ = port(tmp_path, {DOWNLOAD: ok(data(capture), rc=100)})
     with pytest.raises(error) as err:
         pk.download("trixie", [f"orthanc={NEW}"])
     assert "\n" not in err.value.message and err.value.hint
@@ -111,10 +119,74 @@ def test_download_failures_are_distinct_errors_with_a_hint(tmp_path, capture, er
 
 
 def test_lock_error_names_the_holder(tmp_path):
-    argv = ("apt-get", "install", "--download-only", "-y", "-q", "-t", "trixie", f"orthanc={NEW}")
-    pk, _ = port(tmp_path, {argv: ok(data("apt-get-locked.txt"), rc=100)})
+    pk, _ = port(tmp_path, {DOWNLOAD: ok(data("apt-get-locked.txt"), rc=100)})
     with pytest.raises(AptLockedError, match=r"held by python3 \(pid \d+\)"):
         pk.download("trixie", [f"orthanc={NEW}"])
+
+
+def test_an_apt_that_waited_for_the_lock_in_vain_says_so_and_names_the_holder(tmp_path):
+    pk, _ = port(tmp_path, {INSTALL: ok(data("apt-get-lock-timeout.txt"), rc=100)})
+    with pytest.raises(AptLockedError) as err:
+        pk.install("trixie", [f"orthanc={NEW}"], log=tmp_path / "apt.log")
+    assert err.value.message == ("apt-get install: the apt/dpkg lock is still, after 300 s, held "
+                                 "by python3 (pid 41)")
+    assert "pid 41" in err.value.hint
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+f = open(sys.argv[1], "w")
+fcntl.lockf(f, fcntl.LOCK_EX)  # as apt and dpkg take it: a POSIX write lock on the whole file
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold(path: Path, seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_repair_waits_for_the_lock_an_orphaned_apt_holds(tmp_path):
+    lock = tmp_path / "lock-frontend"
+    holder = _hold(lock, 1.5)
+    try:
+        assert posix_lock_holder(lock) == holder.pid
+        pk, runner = port(tmp_path, {REPAIR: ok(), QUERY: ok(installed(OLD))}, lock_wait=30)
+        t0 = time.monotonic()
+        pk.repair()
+        assert time.monotonic() - t0 >= 1.0  # it waited for the holder to let go
+        assert posix_lock_holder(lock) is None
+        assert [tuple(c) for c in runner.calls].count(REPAIR) == 1  # dpkg ran once, after it
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
+
+
+def test_repair_gives_up_after_the_wait_naming_the_holder(tmp_path):
+    lock = tmp_path / "lock-frontend"
+    holder = _hold(lock, 60)
+    try:
+        pk, runner = port(tmp_path, {}, lock_wait=1)
+        with pytest.raises(AptLockedError) as err:
+            pk.repair()
+        comm = Path(f"/proc/{holder.pid}/comm").read_text().strip()
+        assert err.value.message == (f"dpkg --configure: the apt/dpkg lock is still, after 1 s, "
+                                     f"held by {comm} (pid {holder.pid})")
+        assert runner.calls == []  # dpkg never ran
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
+
+
+def test_dpkg_s_own_lock_message_is_a_lock_error(tmp_path):
+    pk, _ = port(tmp_path, {REPAIR: ok(data("dpkg-configure-locked.txt"), rc=2)}, lock_wait=0)
+    with pytest.raises(AptLockedError, match=r"held by a process \(pid 41\)$"):
+        pk.repair()
 
 
 def test_unknown_version_lists_the_known_ones(tmp_path):
