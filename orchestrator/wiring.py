@@ -130,9 +130,10 @@ def open_run(plan: Plan, *, dry: bool, state_dir: Path | None = None, run_id: st
     runner, clock = runner or RealRunner(hidden_env=hidden), RealClock()
     manager, manager_note = plan_manager(plan, config, runner, clock, manager_options)
     steps = from_journal(specs) if specs else build(plan)
-    peer = peer_manager(steps, runner, clock)
+    peer, peer_port = peer_manager(steps, runner, clock)
     host = make_host(dry=dry, manager=manager, orthanc=orthanc, runner=runner, clock=clock,
-                     hidden_env=hidden, peer=peer)
+                     hidden_env=hidden, peer=peer,
+                     http_ports=(http_port(config), peer_port))
     host.files.add_private_root(state)
     run_id = run_id or new_run_id()
     ctx = RunContext(plan=plan, run_id=run_id,
@@ -141,9 +142,15 @@ def open_run(plan: Plan, *, dry: bool, state_dir: Path | None = None, run_id: st
     return WiredRun(plan, steps, host, ctx, journal, state, plan_digest(plan), manager_note)
 
 
-def peer_manager(steps: list[Any], runner: Runner, clock: Clock) -> ServiceManager | None:
+def http_port(config: OrthancConfig) -> int | None:
+    """The port a stopping Orthanc is poked on (host/wake.py), None when it serves no HTTP."""
+    return config.http_port if config.http_enabled else None
+
+
+def peer_manager(steps: list[Any], runner: Runner,
+                 clock: Clock) -> tuple[ServiceManager | None, int | None]:
     """The manager of the second service a step names (a blue/green `ports` switch's new
-    server), or None."""
+    server) and its HTTP port, or (None, None)."""
     for step in steps:
         new = getattr(step.options, "new_service", None)
         if isinstance(new, NewService):
@@ -157,8 +164,8 @@ def peer_manager(steps: list[Any], runner: Runner, clock: Clock) -> ServiceManag
                 index_dir=Path(config.index_dir) if config.index_backend == "sqlite" else None,
                 pidfile=new.pidfile, log_file=new.log_file, user=new.user,
                 stop_grace=float(new.stop_grace))
-            return service_manager(target, new.manager, runner, clock)[0]
-    return None
+            return service_manager(target, new.manager, runner, clock)[0], http_port(config)
+    return None, None
 
 
 def plan_manager(plan: Plan, config: OrthancConfig, runner: Runner, clock: Clock,

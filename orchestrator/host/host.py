@@ -89,14 +89,18 @@ def make_databases(changes: Changes, runner: Runner) -> Databases:
 
 def make_host(*, dry: bool, manager: object, orthanc: Callable[[], OrthancPort],
               runner: Runner | None = None, clock: Clock | None = None,
-              hidden_env: Sequence[str] = (), peer: object | None = None) -> Host:
+              hidden_env: Sequence[str] = (), peer: object | None = None,
+              http_ports: tuple[int | None, int | None] = (None, None)) -> Host:
     """Assemble a real (dry=False) or dry host around a service manager and a REST factory
-    (`peer`: the manager of a second service of this host, if the plan needs one)."""
+    (`peer`: the manager of a second service of this host, if the plan needs one;
+    `http_ports`: the two services' Orthanc HTTP ports, poked while they stop)."""
     changes = Changes(dry=dry)
     runner = runner or RealRunner()
     clock = clock or RealClock()
     return Host(changes=changes, clock=clock, runner=runner, files=Files(changes),
                 processes=Processes(changes, clock, hidden_env=hidden_env),
-                commands=Commands(runner, changes), service=ServicePort(manager, changes),
+                commands=Commands(runner, changes),
+                service=ServicePort(manager, changes, http_port=http_ports[0]),
                 orthanc=orthanc, databases=make_databases(changes, runner),
-                peer=ServicePort(peer, changes) if peer is not None else None)
+                peer=ServicePort(peer, changes, http_port=http_ports[1])
+                if peer is not None else None)

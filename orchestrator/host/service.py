@@ -5,6 +5,8 @@ described by the manager's own command lines, so a dry run prints the exact
 commands a real run would use and neither acts nor waits. After a dry run's
 stop or start, `status()` says what that change would have left (running or
 not), so that later steps plan on the state the run would really meet.
+While a stop runs, Orthanc's HTTP port (when known) is poked so that it exits
+at once instead of on its web server's 2 s poll (wake.py).
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from enum import Enum
 from typing import Any
 
 from orchestrator.host.changes import Changes
+from orchestrator.host.wake import waking
 
 
 class ServicePort:
     """Observe and change one service through its manager."""
 
-    def __init__(self, manager: Any, changes: Changes):
+    def __init__(self, manager: Any, changes: Changes, *, http_port: int | None = None):
         self.manager = manager
         self.changes = changes
+        self.http_port = http_port  # the service's Orthanc HTTP port on this host, if any
         self._would_run: bool | None = None  # a dry run's stop (False) or start (True)
 
     @property
@@ -52,8 +56,12 @@ class ServicePort:
     def stop(self, *, timeout: float) -> None:
         """Stop the service; return once it is proven stopped."""
         text = f"stop the {self.kind} service {self.name}: {_commands(self.manager.stop_commands())}"
-        self.changes.apply(text, self.manager.stop, timeout=timeout,
+        self.changes.apply(text, self._stop, timeout,
                            simulate=lambda: self._would(False))
+
+    def _stop(self, timeout: float) -> None:
+        with waking(self.http_port):
+            self.manager.stop(timeout=timeout)
 
     def start(self, *, timeout: float) -> None:
         """Start the service; return once it runs."""
