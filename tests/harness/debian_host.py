@@ -183,9 +183,10 @@ class DebianHost:
     """One throwaway Debian machine booted from an image root; use as a context manager."""
 
     def __init__(self, image_root: Path, *, binds: dict[Path, str] | None = None,
-                 name: str = "host"):
+                 name: str = "host", network: Path | None = None):
         self.image_root = Path(image_root)
         self.binds = dict(binds or {})
+        self.network = network  # a network namespace to join; None: a private one
         hosts = IMAGE_DIR / "hosts"
         hosts.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=hosts))
@@ -214,7 +215,9 @@ class DebianHost:
              f"lowerdir={self.image_root},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
              str(self.root)], timeout=30)
         argv = ["systemd-nspawn", "-D", str(self.root), "--boot", "--register=no", "--keep-unit",
-                "--private-network", "-q"]
+                "-q"]
+        argv.append(f"--network-namespace-path={self.network}" if self.network
+                    else "--private-network")
         argv += [f"--bind-ro={src}:{dst}" for src, dst in self.binds.items()]
         console = open(self.dir / "console.log", "wb")
         self.nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
