@@ -280,7 +280,8 @@ def spread(values: list[float]) -> str:
 def focus(args, root: Path, bench: Bench) -> None:
     """The issue-14 figures: ratios to the ceiling of the same round, medians and ranges."""
     n = args.count
-    print(f"making {n} instances (~130 KB each) in {root} ...", flush=True)
+    print(f"making {n} instances (~130 KB each) in {root}, {os.cpu_count()} CPUs, load "
+          f"average {os.getloadavg()[0]:.1f} ...", flush=True)
     paths = write_files(root / "files", make_dataset(n))
     servers = []
     try:
@@ -314,15 +315,20 @@ def focus(args, root: Path, bench: Bench) -> None:
             ceiling = results["ceiling: POST from disk x8"][-1].rate
             for name in rows:
                 ratios[name].append(results[name][-1].rate / ceiling)
+            print("  " + "; ".join(f"{name} {results[name][-1].rate:.0f}/s "
+                                   f"({ratios[name][-1]:.2f}x)" for name in rows)
+                  + f"; load {os.getloadavg()[0]:.1f}", flush=True)
         print(f"\n{n} instances, {args.repeat} interleaved rounds, fresh target per row; "
               "median [min-max]")
         print(f"{'row':30s} {'inst/s':>22s} {'x ceiling':>22s} {'client CPU-ms/inst':>22s} "
-              f"{'target CPU-ms/inst':>22s}")
+              f"{'target CPU-ms/inst':>22s} {'client peak RSS MB':>22s}")
         for name, rounds in results.items():
             client = [r.client_ms for r in rounds if r.client_ms is not None]
+            rss = [r.rss_mb for r in rounds if r.rss_mb is not None]
             print(f"{name:30s} {spread([r.rate for r in rounds]):>22s} "
                   f"{spread(ratios[name]):>22s} {spread(client) if client else '':>22s} "
-                  f"{spread([r.target_ms for r in rounds]):>22s}")
+                  f"{spread([r.target_ms for r in rounds]):>22s} {spread(rss) if rss else '':>22s}")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         for label, code in codes:
             print(f"CLI start-up{label}: {startup_cpu(code):.0f} CPU-ms (inside each tool row's "
                   f"client figure: {startup_cpu(code) / n:.3f} ms per instance here)")

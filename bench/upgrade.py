@@ -339,7 +339,8 @@ def run_size(work: Path, size: int, rounds: int, rng: random.Random,
             f = got[path][-1]
             line.append(f"{path} exit-to-healthy {f['exit_to_healthy']:.3f} s, window {f['window']:.3f} s "
                         f"(idle {idle:.2f})")
-        print(f"  round {n + 1}: " + "; ".join(line), flush=True)
+        print(f"  round {n + 1}: " + "; ".join(line) + f"; load {os.getloadavg()[0]:.1f}",
+              flush=True)
     out = {}
     for key, label in (("exit_to_healthy", "exit-to-healthy"), ("window", "whole window")):
         hand = [f[key] for f in got["hand"]]

@@ -111,12 +111,15 @@ def copy_all(pairs: list[tuple[Path, Path]], likes: list[Any], digest: bool = Tr
 
 
 def copy_durable(src: Path, dst: Path, *, like: Any = None, digest: bool = True) -> str:
-    """Copy `src` to `dst` through a fsynced temporary file; return the SHA-256 copied
-    ("" with `digest=False`, when the caller already knows the source's digest).
+    """Copy `src` to `dst` through a fsynced temporary file; return the SHA-256 of the bytes
+    copied ("" with `digest=False`, when the caller already knows the source's digest).
 
     A temporary file already there (a `precopy` made while the service still ran, or the
     remains of an interrupted copy) is brought up to date in place: only the blocks that
-    differ are written. Either way every byte of `src` is read, hashed and compared.
+    differ are written. Either way every byte of `src` is read once, hashed as it is read
+    and compared with (or written to) the copy, so the digest is that of what the copy
+    holds; nothing re-reads the copy here (a read right after the write comes from the page
+    cache and proves nothing about the disk: whoever uses the copy checks it then).
     The copy takes the mode and owner of `like` (default: of `src`).
     """
     tmp = dst.with_name(dst.name + TMP_SUFFIX)
@@ -147,6 +150,9 @@ def copy_durable(src: Path, dst: Path, *, like: Any = None, digest: bool = True)
 
 
 def precopy_all(pairs: list[tuple[Path, Path]], likes: list[Any]) -> None:
+    """Copy each source next to its destination (the temporary name `copy_durable` brings up
+    to date), and flush it to disk now: the service still runs, so the fsync of the later
+    copy, after the stop, writes only the blocks changed in between, not the whole file."""
     for (src, dst), like in zip(pairs, likes):
         tmp = dst.with_name(dst.name + TMP_SUFFIX)
         if isinstance(like, _Private):  # private before the first byte lands
@@ -154,6 +160,8 @@ def precopy_all(pairs: list[tuple[Path, Path]], likes: list[Any]) -> None:
             os.chmod(tmp, 0o600)
         shutil.copyfile(src, tmp)
         _same_owner(tmp, like)
+        with open(tmp, "r+b") as f:  # a write handle: Windows fsyncs (commits) only those
+            os.fsync(f.fileno())
 
 
 def write_durable(path: Path, data: bytes, like: Any) -> None:

@@ -95,3 +95,24 @@ def test_alive_and_end_match_the_pid_and_its_start_time(tmp_path):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_the_exit_wait_returns_when_the_child_exits_and_closes_its_pidfd(monkeypatch, pidfd):
+    import subprocess
+
+    from orchestrator.host.processes import _ExitWait
+
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)  # as where there is none
+    child = subprocess.Popen([PY, "-c", "import time; time.sleep(0.05)"])
+    wait = _ExitWait(child)
+    assert (wait.fd is not None) == (pidfd and hasattr(os, "pidfd_open"))
+    while child.poll() is None:
+        wait(600)  # woken by the exit, not by the timeout
+    fd = wait.fd
+    wait.close()
+    assert wait.fd is None
+    if fd is not None:
+        with pytest.raises(OSError):
+            os.fstat(fd)
