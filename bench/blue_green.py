@@ -1,12 +1,15 @@
 """Benchmark a blue/green move against an in-place upgrade of the same data.
 
     python bench/blue_green.py [--instances 20000] [--rate 20] [--rounds 1] [--freeze command]
+                               [--switch command|ports]
 
 Each round: an old Orthanc 1.10.1 (run by the process manager) is filled with N small
 instances (32x32, ~4 KB), a new empty Orthanc is started, and a client stores one new
 instance every 1/rate s through a loopback front (the clients' address, standing in for a
 load balancer) during the whole move. `orchestrator run` of a move plan (replicate,
-catch-up, freeze, verify-copy, switch) then moves it. Printed per round and as medians:
+catch-up, freeze, verify-copy, switch) then moves it. With `--switch ports` the new server
+is process-managed too and takes the old one's port (the front keeps sending there; the
+freeze must then be `stop` or `config`). Printed per round and as medians:
 
 - total: the run's wall time (interpreter start-up included);
 - freeze (tool): from the freeze taking effect to the switch being done, as the switch
@@ -67,8 +70,19 @@ def ctl(route: Path, *args: str) -> str:
     return json.dumps([sys.executable, CTL, str(route), *args])
 
 
-def move_round(root: Path, count: int, rate: float, freeze: str) -> dict:
-    old, new = World(root / "old"), OrthancServer(root / "new")
+def switch_step(switch: str, route: Path, old: World, new) -> str:
+    if switch == "ports":
+        service = json.dumps({"name": "orthanc-new", "manager": "process",
+                              "config": str(new.config),
+                              "log_file": str(new.root / "service.log")})
+        return f"  - switch: {{how: ports, new_service: {service}}}\n"
+    return (f"  - switch: {{how: command, argv: {ctl(route, 'route', str(new.port))}, "
+            f"undo: {ctl(route, 'route', str(old.port), 'frozen')}}}\n")
+
+
+def move_round(root: Path, count: int, rate: float, freeze: str, switch: str) -> dict:
+    old = World(root / "old")
+    new = World(root / "new") if switch == "ports" else OrthancServer(root / "new")
     front = client = None
     try:
         old.start()
@@ -85,8 +99,7 @@ def move_round(root: Path, count: int, rate: float, freeze: str) -> dict:
                         "  - catch-up: {instances: 100, seconds: 5}\n"
                         f"{freeze_step}"
                         "  - verify-copy\n"
-                        f"  - switch: {{how: command, argv: {ctl(route, 'route', str(new.port))}, "
-                        f"undo: {ctl(route, 'route', str(old.port), 'frozen')}}}\n")
+                        f"{switch_step(switch, route, old, new)}")
         time.sleep(2.0)  # the client writes before the move too
         t0 = time.monotonic()
         code, report, err = old.cli("run", str(plan), timeout=3600)
@@ -96,7 +109,8 @@ def move_round(root: Path, count: int, rate: float, freeze: str) -> dict:
         if code != 0:
             raise SystemExit(f"the move failed ({code}): {report} {err[-500:]}")
         steps = {s["id"]: s for s in report["steps"]}
-        on_new = set(requests.get(f"{new.url}/instances", timeout=60).json())
+        serving = old.url if switch == "ports" else new.url  # ports: the new one, there
+        on_new = set(requests.get(f"{serving}/instances", timeout=60).json())
         lost = [i for i in client.stored if i not in on_new]
         return {"instances": count, "fill_s": filled, "total_s": total,
                 "freeze_tool_s": steps["switch"]["facts"]["write_freeze_s"],
@@ -148,15 +162,19 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--freeze", choices=["command", "stop", "config"], default="command")
+    parser.add_argument("--switch", choices=["command", "ports"], default="command")
     parser.add_argument("--schemas", type=int, nargs="*", default=[6],
                         help="in-place upgrades to compare: 6 (no schema change); 5 (5 -> 6) is "
                         "refused by preflight on 1.10.1 (the --upgrade deadlock)")
     args = parser.parse_args()
+    if args.switch == "ports" and args.freeze == "command":
+        parser.error("--switch ports needs --freeze stop or config (a front frozen by the "
+                     "command freeze is never thawed by a ports switch)")
     rows = []
     for n in range(args.rounds):
         root = Path(tempfile.mkdtemp(prefix="bench-bg-"))
         try:
-            row = move_round(root, args.instances, args.rate, args.freeze)
+            row = move_round(root, args.instances, args.rate, args.freeze, args.switch)
             print(json.dumps(row), flush=True)
             old_dir = Path(row.pop("old_dir"))
             for schema in args.schemas:
@@ -169,6 +187,7 @@ def main() -> None:
         [f"inplace{s}_downtime_s" for s in args.schemas]
     med = {k: statistics.median(r[k] for r in rows) for k in keys}
     print(f"\n{args.instances} instances, client at {args.rate:g}/s, freeze by {args.freeze}, "
+          f"switch by {args.switch}, "
           f"{len(rows)} round(s), medians:")
     print(f"  move total            {med['total_s']:8.1f} s")
     print(f"  write freeze (tool)   {med['freeze_tool_s']:8.2f} s   (target <= 5 s)")
