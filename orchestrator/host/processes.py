@@ -11,7 +11,6 @@ guesses. A child is ended with SIGTERM, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 from collections import deque
@@ -25,6 +24,7 @@ import psutil
 from orchestrator.errors import CommandError
 from orchestrator.host.changes import Changes
 from orchestrator.host.clock import Clock
+from orchestrator.host.pidfd import open_pidfd, wait_exit
 
 POLL = 0.2  # seconds between two looks at the child
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
@@ -329,19 +329,13 @@ class _ExitWait:
     """
 
     def __init__(self, child: subprocess.Popen):
-        self.child, self.poller = child, None
-        self.fd: int | None = None
-        if hasattr(os, "pidfd_open") and hasattr(select, "poll"):
-            try:
-                self.fd = os.pidfd_open(child.pid, 0)
-            except OSError:  # ENOSYS, EPERM (seccomp), EMFILE: Popen.wait
-                return
-            self.poller = select.poll()
-            self.poller.register(self.fd, select.POLLIN)
+        self.child = child
+        fd = open_pidfd(child.pid)
+        self.fd: int | None = fd if isinstance(fd, int) else None  # GONE: Popen.wait at once
 
     def __call__(self, timeout: float) -> None:
-        if self.poller is not None:
-            self.poller.poll(int(timeout * 1000))
+        if self.fd is not None:
+            wait_exit(self.fd, timeout)
             return
         try:
             self.child.wait(timeout)
@@ -351,7 +345,7 @@ class _ExitWait:
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
-            self.fd, self.poller = None, None
+            self.fd = None
 
 
 def _psutil_process(pid: int) -> psutil.Process | None:

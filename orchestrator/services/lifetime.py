@@ -18,13 +18,13 @@ Nothing here reaps a child: a caller that owns a `Popen` still gets its exit sta
 
 from __future__ import annotations
 
-import errno
 import os
-import select
 import time
 from dataclasses import dataclass
 
 import psutil
+
+from orchestrator.host.pidfd import GONE, open_pidfd, wait_exit
 
 SAME_START = 0.05  # seconds: two create_time readings of one process differ by less
 FALLBACK_POLL_MAX = 0.02  # seconds between looks where no pidfd exists (after a fast start)
@@ -69,8 +69,8 @@ def wait_gone(pid: int | None, started: float | None, timeout: float) -> bool:
     """Wait up to `timeout` seconds for that process to exit; True once it has, False if not."""
     if not pid or pid <= 0:
         return True
-    pidfd = _open_pidfd(pid)
-    if pidfd is _GONE:
+    pidfd = open_pidfd(pid)
+    if pidfd is GONE:
         return True
     try:
         # The pidfd (when we got one) pins the process: if the PID is still the recorded
@@ -78,29 +78,11 @@ def wait_gone(pid: int | None, started: float | None, timeout: float) -> bool:
         if not _same_process(pid, started):
             return True
         if pidfd is not None:
-            return _poll_pidfd(pidfd, timeout)
+            return wait_exit(pidfd, timeout)
         return _wait_without_pidfd(pid, started, timeout)
     finally:
         if isinstance(pidfd, int):
             os.close(pidfd)
-
-
-_GONE = object()
-
-
-def _open_pidfd(pid: int):
-    """A pidfd for `pid`, `_GONE` when no such process exists, None when pidfds are unavailable."""
-    opener = getattr(os, "pidfd_open", None)
-    if opener is None:
-        return None
-    try:
-        return opener(pid, 0)
-    except ProcessLookupError:
-        return _GONE
-    except OSError as exc:
-        if exc.errno == errno.ESRCH:
-            return _GONE
-        return None  # ENOSYS, EPERM (seccomp), EMFILE...: fall back to psutil
 
 
 def _same_process(pid: int, started: float | None) -> bool:
@@ -112,13 +94,6 @@ def _same_process(pid: int, started: float | None) -> bool:
     except psutil.Error:
         return True  # unreadable (access denied): assume it is the same process
     return started is None or abs(when - started) <= SAME_START
-
-
-def _poll_pidfd(pidfd: int, timeout: float) -> bool:
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    # poll() wakes when the last thread of the process has exited; EINTR is retried by Python.
-    return bool(poller.poll(max(0, int(timeout * 1000 + 0.999))))
 
 
 def _wait_without_pidfd(pid: int, started: float | None, timeout: float) -> bool:

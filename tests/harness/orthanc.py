@@ -12,15 +12,14 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from orchestrator.host.wake import waking  # noqa: F401 - the harness's stops use it too
 
 ORTHANC_BINARY = os.environ.get("ORTHANC_BINARY", "/usr/sbin/Orthanc")
 
@@ -68,33 +67,6 @@ def wait_http(port: int, timeout: float = 60.0, auth: tuple[str, str] | None = N
             pass
         time.sleep(0.05)
     raise AssertionError(f"no Orthanc on port {port} after {timeout:g}s")
-
-
-@contextmanager
-def waking(port: int, every: float = 0.05) -> Iterator[None]:
-    """While an Orthanc on `port` stops: connect to it every `every` seconds.
-
-    Orthanc's web server (CivetWeb) notices a stop only when its listener's poll
-    returns, which it does every 2 s or on a connection: poked, an Orthanc 1.10.1
-    exits in ~1.2 s instead of ~2.3 s (measured here). Only the exit is hurried; its
-    steps, and the moment the process leaves the process table, are Orthanc's own.
-    """
-    done = threading.Event()
-
-    def poke() -> None:
-        while not done.wait(every):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=poke, name=f"waking-{port}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
 
 
 @dataclass

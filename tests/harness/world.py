@@ -189,10 +189,9 @@ class World:
         full_env.update(env or {})
         full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
         argv = [sys.executable, "-m", "orchestrator", *args] + (["--json"] if json_out else [])
-        # Any stop the tool makes of this world's Orthanc ends ~1 s sooner (see `waking`).
-        with waking(self.port):
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  env=full_env, cwd=self.root)
+        # No poking from here: the tool's own stops wake Orthanc (orchestrator/host/wake.py).
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env=full_env, cwd=self.root)
         out: Any = done.stdout
         if json_out and done.stdout.strip().startswith("{"):
             out = json.loads(done.stdout)

@@ -24,6 +24,7 @@ from enum import Enum
 
 from orchestrator.errors import RefusedError
 from orchestrator.host.host import Host
+from orchestrator.host.service import ServicePort
 from orchestrator.journal import StepRecord
 from orchestrator.replication.follow import follow, last_seq, prime
 from orchestrator.run_report import Downtime
@@ -94,9 +95,7 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
             raise RefusedError("switch: {how: ports} needs the new server's service",
                                hint="give switch: {how: ports, new_service: {name: ..., "
                                     "config: ...}}")
-        if host.peer is None:
-            raise RefusedError("switch: {how: ports}: the new server's service is not wired",
-                               hint="a bug: please report it")
+        _peer(host)
         config = load_config(new.config)
         target = pairs.pair(ctx).target
         if target.port != config.http_port:
@@ -132,8 +131,7 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
     def _take_ports(self, host: Host, ctx: RunContext, intent: SwitchIntent) -> str:
         """Stop the old server, give its ports to the new one, restart that, and wait until
         it answers on the old server's address."""
-        peer, timeout = host.peer, self.options.timeout
-        assert peer is not None  # checked
+        peer, timeout = _peer(host), self.options.timeout
         if host.service.status().running:
             host.service.stop(timeout=timeout)
         take(host, intent.edits)
@@ -149,10 +147,7 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
         return f"{peer.name} now serves on the old server's ports ({moved or 'the same ports'})"
 
     def _give_ports_back(self, host: Host, ctx: RunContext, intent: SwitchIntent) -> str:
-        peer, timeout = host.peer, self.options.timeout
-        if peer is None:
-            raise RefusedError("switch: {how: ports}: the new server's service is not wired",
-                               hint="a bug: please report it")
+        peer, timeout = _peer(host), self.options.timeout
         if peer.status().running:
             peer.stop(timeout=timeout)
         give_back(host, intent.edits)
@@ -209,6 +204,13 @@ class Switch(StepBase[SwitchOptions, SwitchIntent, SwitchFacts]):
         return (f"point clients back at {p.source.base_url}, then copy what arrived on "
                 f"{p.target.base_url} since the switch: orchestrator replicate "
                 f"{p.target.base_url} {p.source.base_url}")
+
+
+def _peer(host: Host) -> ServicePort:
+    """The new server's service port, which the composition root wires for a `ports` switch."""
+    if host.peer is None:
+        raise RuntimeError("switch {how: ports} without host.peer: wiring.peer_manager missed it")
+    return host.peer
 
 
 def _frozen_at(ctx: RunContext) -> float | None:
