@@ -23,10 +23,8 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -119,26 +117,6 @@ class ServerFacts:
 
     version: str  # "15.18 (Debian 15.18-0+deb12u1)", "10.11.19-MariaDB-0+deb12u1"
     can_create_db: bool
-
-
-# -- secrets ----------------------------------------------------------------------------
-@contextmanager
-def secret_folder() -> Iterator[Path]:
-    """A private 0700 folder for credential files, removed afterwards whatever happens."""
-    folder = Path(tempfile.mkdtemp(prefix="orchestrator-db-"))
-    try:
-        os.chmod(folder, 0o700)
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def write_secret(path: Path, text: str) -> Path:
-    """Create `path` with mode 0600 from the start (never briefly readable by others)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    return path
 
 
 # -- the port -------------------------------------------------------------------------------

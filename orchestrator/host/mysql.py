@@ -22,8 +22,9 @@ from pathlib import Path
 from orchestrator.host.database_errors import (
     CreateDatabaseDeniedError, DatabaseAuthError, DatabaseError, DatabaseExistsError,
     DatabaseMissingError, DatabaseUnreachableError, UnsupportedError, run_tool)
+from orchestrator.host.credential_files import secret_folder, write_secret
 from orchestrator.host.databases import (
-    Connection, Engine, ServerFacts, Session, check_name, secret_folder, write_secret)
+    Connection, Engine, ServerFacts, Session, check_name)
 from orchestrator.host.runner import Runner
 
 CHARSET, COLLATION = "utf8mb4", "utf8mb4_unicode_ci"

@@ -18,8 +18,9 @@ from pathlib import Path
 from orchestrator.host.database_errors import (
     CreateDatabaseDeniedError, DatabaseAuthError, DatabaseBusyError, DatabaseError,
     DatabaseExistsError, DatabaseMissingError, DatabaseUnreachableError, run_tool)
+from orchestrator.host.credential_files import secret_folder, write_secret
 from orchestrator.host.databases import (
-    Connection, Engine, ServerFacts, Session, secret_folder, write_secret)
+    Connection, Engine, ServerFacts, Session)
 from orchestrator.host.runner import Runner
 
 MAINTENANCE_DB = "postgres"

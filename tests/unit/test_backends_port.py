@@ -7,7 +7,10 @@ tests/harness/databases.py.
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import pytest
 from orchestrator.errors import CommandError, Completed
 from orchestrator.host import mysql, postgresql
 from orchestrator.host.changes import Changes
+from orchestrator.host.credential_files import SECRET_PREFIX, secret_folder, write_secret
 from orchestrator.host.host import make_databases
 from orchestrator.host.databases import (
     ClientToolMissingError, Connection, CreateDatabaseDeniedError, DatabaseAuthError,
@@ -263,3 +267,21 @@ def test_a_dry_run_sees_the_databases_its_earlier_changes_would_make(tmp_path):
     dump = db.dump(PG.on("orthanc_next"), tmp_path / "next.dump")
     assert dump.size == 0 and len(db.changes) == 2
     assert sum("pg_database_size" in sql for _, sql in runner.calls) == 0
+
+
+def test_a_killed_run_s_credential_folder_is_swept_by_the_next_one(tmp_path):
+    """SIGKILL skips `finally`: the folder of a dead PID goes at the next use; a live one's
+    (ours) and folders of other names stay."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = tmp_path / f"{SECRET_PREFIX}{dead}-abc"
+    left.mkdir(mode=0o700)
+    write_secret(left / "pgpass", "*:*:*:orthanc:secret\n")
+    other = tmp_path / f"{SECRET_PREFIX}older-style"
+    other.mkdir()
+    with secret_folder(tmp_path) as mine:
+        assert mine.name.startswith(f"{SECRET_PREFIX}{os.getpid()}-")
+        assert oct(mine.stat().st_mode & 0o777) == "0o700"
+        with secret_folder(tmp_path) as nested:  # our own live folder is not swept
+            assert mine.is_dir() and nested.is_dir()
+    assert not left.exists() and other.exists() and not mine.exists()
