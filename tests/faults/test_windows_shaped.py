@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.world import UPGRADE_STEPS
+
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = Path(__file__).resolve().parent / "windows_shape"
 
@@ -63,14 +65,6 @@ def test_the_portable_modules_pass_their_unit_tests_under_windows_shape():
     assert " passed" in done.stdout and "failed" not in done.stdout, tail
 
 
-PLAN_STEPS = """  - preflight
-  - stop-service: {{timeout: 60}}
-  - snapshot
-  - relocate: {{to: {to}}}
-  - upgrade: {{timeout: 120, stall: 20}}
-  - start-service: {{timeout: 60}}
-  - health-check: {{timeout: 60}}
-"""
 SHAPED_ENV = {"PYTHONPATH": str(SHAPE), "USER": os.environ.get("USER", "root")}
 
 
@@ -79,7 +73,7 @@ def test_plan_of_the_process_manager_under_windows_shape(world_factory):
     import json
 
     w = world_factory().start()
-    plan = w.plan(PLAN_STEPS.format(to=json.dumps(str(w.db.parent / "db-v7"))))
+    plan = w.plan(UPGRADE_STEPS.format(to=json.dumps(str(w.db.parent / "db-v7"))))
     rc, out, err = w.cli("plan", str(plan), env=SHAPED_ENV)
     assert rc == 0, (out, err)
     assert out["ok"] and [s["status"] for s in out["steps"]].count("would do") == len(out["steps"])
@@ -92,11 +86,11 @@ def test_run_then_crash_and_rollback_under_windows_shape(world_factory):
     from tests.harness.world import sha256
 
     w = world_factory().start()
-    plan = w.plan(PLAN_STEPS.format(to=json.dumps(str(w.db.parent / "db-v7"))))
+    plan = w.plan(UPGRADE_STEPS.format(to=json.dumps(str(w.db.parent / "db-v7"))))
     rc, out, err = w.cli("run", str(plan), env=SHAPED_ENV)
     assert rc == 0, (out, err)
     config = sha256(w.config)
-    plan2 = w.plan(PLAN_STEPS.format(to=json.dumps(str(w.db.parent / "db-v8"))), name="p2.yaml")
+    plan2 = w.plan(UPGRADE_STEPS.format(to=json.dumps(str(w.db.parent / "db-v8"))), name="p2.yaml")
     rc, out, err = w.cli("run", str(plan2), env={"ORCHESTRATOR_TEST_CRASH_AT": "upgrade:before"})
     assert rc == -9, (out, err)
     rc, out, err = w.cli("rollback", str(plan2), env=SHAPED_ENV)
