@@ -27,7 +27,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from orchestrator.host.changes import Changes
 from orchestrator.host.clock import RealClock
+from orchestrator.host.processes import Processes
 from orchestrator.host.runner import RealRunner
 from orchestrator.orthanc.index import index_is_locked
 from orchestrator.services import lifetime, proof
@@ -36,22 +38,13 @@ from orchestrator.services.lifetime import Recorded
 from orchestrator.services.process import ProcessManager
 from tests.harness.orthanc import ORTHANC_BINARY, base_config, free_port, waking
 
+PROCESSES = Processes(Changes(), RealClock())  # its `alive`: what StopService.verify asks
+
 pytestmark = pytest.mark.orthanc
 
 WORKERS = 10
 ROUNDS = 20  # per worker: 200 real stops in all
 MAX_IDLE = 0.6  # seconds between start and stop, drawn at random (the exit lands on a 0.5 s grid)
-
-
-def _alive(pid: int, started: float | None) -> bool:
-    """The same question as `host.processes.Processes.alive` (used by StopService.verify)."""
-    try:
-        proc = psutil.Process(pid)
-        if started is not None and abs(proc.create_time() - started) > 0.05:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _target(root: Path, port: int) -> ServiceTarget:
@@ -110,7 +103,7 @@ class Worker(threading.Thread):
         # Every view, taken at once after stop() returned, must say "gone".
         views = {
             "lifetime.is_gone": lifetime.is_gone(pid, started),
-            "not alive (psutil, as StopService.verify asks)": not _alive(pid, started),
+            "not alive (psutil, as StopService.verify asks)": not PROCESSES.alive(pid, started),
             "manager status stopped": self.mgr.status().state == State.STOPPED,
             "index unlocked": not index_is_locked(self.target.index_dir),
             "recorded by the stop": Recorded(pid, started) in self.mgr.stopped,
